@@ -1,0 +1,162 @@
+"""``HAM``: wrap any built torch optimizer; after each base step apply the hyperbolic step (HYP*).
+
+    opt = HAM(torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), alpha=200, beta=1e-3)
+
+The wrapper owns no state of its own: ``param_groups`` and ``state`` ARE the base optimizer's, so LR schedulers
+(built on either object), GradScaler, ``zero_grad`` and ``state_dict`` behave exactly as with the base optimizer.
+
+Per param group keys (set them when building the base optimizer, or later on ``opt.param_groups``):
+    ham        None (default): hyperbolic step on tensors with ndim >= ``min_ndim``; True: on every tensor
+               of the group; False: never (norms, biases, a sparsifier's own parameters, ...)
+    ham_alpha  alpha for this group (default: the wrapper's ``alpha``)
+    ham_beta   beta for this group (default: the wrapper's ``beta``)
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from ham.optim.functional import BACKENDS, hyperbolic_step_, validate_hparams
+
+VARIANTS = ("deployed", "signed")
+
+
+class HAM(Optimizer):
+    """Hyperbolic Aware Minimization around ``optimizer``.
+
+    Args:
+        optimizer: an already built torch optimizer (SGD, AdamW, SAM, ...).
+        alpha: hyperbolic strength; the paper's vision default is 200. alpha < 0 ("nHAM") is legal.
+        beta: multiplicative weight decay (paper: 1e-3 ImageNet, 16e-3 CIFAR100).
+        clamp: bound c on the exponent (authors' code: 5); None disables it.
+        variant: "deployed" = HYP*, sign after the base step (the paper's algorithm); "signed" = sign of the
+            weights before the base step (Fig. 3 ablation; remembers one int8 per weight during ``step``).
+        beta_where_grad: apply beta only where grad != 0 (appendix D.4, nets with dropout).
+        min_ndim: with a group's ``ham`` left at None, only tensors with at least this many dims are stepped.
+        backend: "auto" | "fused" | "foreach" | "reference" (see ham.optim.functional).
+    """
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        alpha: float = 200.0,
+        beta: float = 1e-3,
+        *,
+        clamp: float | None = 5.0,
+        variant: str = "deployed",
+        beta_where_grad: bool = False,
+        min_ndim: int = 2,
+        backend: str = "auto",
+    ) -> None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"HAM wraps a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        validate_hparams(alpha, beta, clamp)
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown HAM variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+        if backend not in BACKENDS:
+            raise ValueError(f"unknown HAM backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+        self.base = optimizer
+        self.alpha, self.beta, self.clamp = float(alpha), float(beta), clamp
+        self.variant, self.beta_where_grad = variant, bool(beta_where_grad)
+        self.min_ndim, self.backend = int(min_ndim), backend
+        # Optimizer.__init__ would rebuild param groups; we share the base's instead and only set up hooks.
+        self.defaults = optimizer.defaults
+        self._optimizer_step_pre_hooks = OrderedDict()
+        self._optimizer_step_post_hooks = OrderedDict()
+        self._optimizer_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_state_dict_post_hooks = OrderedDict()
+        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
+        self._optimizer_load_state_dict_post_hooks = OrderedDict()
+        self._patch_step_function()
+        self._fill_group_defaults()
+
+    # --- shared state: always the base optimizer's (load_state_dict replaces the base's list) ---
+    @property
+    def param_groups(self) -> list[dict[str, Any]]:
+        return self.base.param_groups
+
+    @param_groups.setter
+    def param_groups(self, value) -> None:
+        self.base.param_groups = value
+
+    @property
+    def state(self):
+        return self.base.state
+
+    @state.setter
+    def state(self, value) -> None:
+        self.base.state = value
+
+    def _fill_group_defaults(self) -> None:
+        for group in self.base.param_groups:
+            group.setdefault("ham", None)
+            group.setdefault("ham_alpha", self.alpha)
+            group.setdefault("ham_beta", self.beta)
+
+    def __repr__(self) -> str:
+        return (f"HAM(alpha={self.alpha}, beta={self.beta}, clamp={self.clamp}, variant={self.variant}, "
+                f"backend={self.backend})\n  around {self.base!r}")
+
+    # --- torch.optim API ---
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        self.base.add_param_group(param_group)
+        self._fill_group_defaults()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.base.state_dict()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.base.load_state_dict(state_dict)
+        self._fill_group_defaults()
+
+    def managed_params(self) -> list[Tensor]:
+        """The tensors the hyperbolic step acts on (with the current group settings)."""
+        return [p for group in self.param_groups for p in self._group_params(group)]
+
+    def _group_params(self, group: dict[str, Any]) -> list[Tensor]:
+        flag = group.get("ham")
+        if flag is False:
+            return []
+        return [p for p in group["params"] if flag is True or p.ndim >= self.min_ndim]
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None):
+        signs = self._remember_signs() if self.variant == "signed" else None
+        loss = self.base.step(closure) if closure is not None else self.base.step()
+        self.hyperbolic_step(signs)
+        return loss
+
+    @torch.no_grad()
+    def hyperbolic_step(self, signs: dict[int, Tensor] | None = None) -> None:
+        """The hyperbolic step alone, with the grads currently in ``p.grad`` (called by ``step``)."""
+        for group in self.param_groups:
+            alpha, beta = group["ham_alpha"], group["ham_beta"]
+            if alpha == 0 and beta == 0:
+                continue
+            params, grads, sgn = [], [], []
+            for p in self._group_params(group):
+                if p.grad is None:
+                    continue
+                if p.grad.is_sparse:
+                    raise RuntimeError("HAM does not support sparse gradients")
+                params.append(p)
+                grads.append(p.grad)
+                if signs is not None:
+                    sgn.append(signs[id(p)])
+            hyperbolic_step_(
+                params, grads, lr=group["lr"], alpha=alpha, beta=beta, clamp=self.clamp,
+                signs=sgn if signs is not None else None, beta_where_grad=self.beta_where_grad,
+                backend=self.backend,
+            )
+
+    def _remember_signs(self) -> dict[int, Tensor]:
+        return {id(p): torch.sign(p).to(torch.int8)
+                for group in self.param_groups for p in self._group_params(group) if p.grad is not None}

@@ -1,0 +1,79 @@
+"""The sparsifier plugin interface: the trainer calls only these hooks (no per-method branches in the loop).
+
+Order in the trainer (ham/train/loop.py):
+
+    model = build_model(...)
+    sparsifier.setup(model, schedule)            # before the optimizer: may register parametrizations
+    groups = param groups built from model.named_parameters(), then
+             sparsifier.param_group_overrides() moved into their own groups (e.g. ham=False, weight_decay=0)
+    optimizer = HAM(base(groups)) ; scheduler
+    sparsifier.attach_optimizer(optimizer)       # to reset/zero optimizer state of pruned or regrown weights
+    for epoch: sparsifier.on_epoch_start(epoch)  # phase changes (Ac/Dc), Sign-In resets
+        for step: forward/backward
+                  do_step = sparsifier.before_step(step)   # may read dense grads; masks grads of pruned weights
+                  if do_step: optimizer.step()             # base step + hyperbolic step
+                  sparsifier.after_step(step)              # re-apply masks, mask updates (RiGL)
+    model_final.pt = sparsifier.export_state_dict(model)   # effective weights, parametrizations folded
+
+`step` is the global optimizer step counter (0-based, counts skipped steps too); `epoch` is 0-based.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainSchedule:
+    """What a sparsifier may know about the run's length."""
+
+    epochs: int
+    steps_per_epoch: int
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs * self.steps_per_epoch
+
+
+class Sparsifier:
+    """Base class = the dense no-op. Subclasses override what they need."""
+
+    name = "dense"
+
+    def setup(self, model: nn.Module, schedule: TrainSchedule) -> None:
+        self.model = model
+        self.schedule = schedule
+
+    def param_group_overrides(self) -> list[dict[str, Any]]:
+        """Param groups the trainer must build as given (e.g. STR thresholds: {'params': [...], 'ham': False,
+        'weight_decay': ...}); those params are removed from the default groups."""
+        return []
+
+    def attach_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
+        self.optimizer = optimizer
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def before_step(self, step: int) -> bool:
+        """Called after backward (grads are all-reduced). Return False to skip the optimizer update."""
+        return True
+
+    def after_step(self, step: int) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def export_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """Plain state_dict of the EFFECTIVE weights (masks applied, parametrizations folded)."""
+        from ham.sparse.masks import effective_state_dict
+
+        return effective_state_dict(model)
