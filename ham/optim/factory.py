@@ -1,0 +1,101 @@
+"""Build the optimizer stack from config: param groups -> base optimizer -> (SAM) -> HAM, and the LR schedule."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Mapping
+
+import torch
+from torch import nn
+
+from ham.optim.ham import HAM
+
+
+def build_param_groups(
+    model: nn.Module,
+    *,
+    weight_decay: float,
+    no_weight_decay_1d: bool = True,
+    no_decay_names: Iterable[str] = (),
+    overrides: list[dict[str, Any]] = (),
+) -> list[dict[str, Any]]:
+    """Two default groups (decay / no decay) plus the sparsifier's override groups.
+
+    no_weight_decay_1d: biases, norm parameters (and any other tensor with ndim <= 1) get no weight decay.
+    no_decay_names: extra name fragments without weight decay (DeiT: pos_embed, cls_token).
+    overrides: groups given verbatim (e.g. STR thresholds with ham=False); their params leave the default groups.
+    """
+    taken = {id(p) for g in overrides for p in g["params"]}
+    no_decay_names = tuple(no_decay_names)
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad or id(p) in taken:
+            continue
+        if (no_weight_decay_1d and p.ndim <= 1) or any(f in name for f in no_decay_names):
+            no_decay.append(p)
+        else:
+            decay.append(p)
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups + [dict(g) for g in overrides if g["params"]]
+
+
+def build_base_optimizer(groups: list[dict[str, Any]], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
+    name = cfg["name"]
+    if name == "sgd":
+        opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg.get("nesterov", False),
+                              weight_decay=cfg["weight_decay"])
+    elif name == "adamw":
+        opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))),
+                                eps=cfg.get("eps", 1e-8), weight_decay=cfg["weight_decay"])
+    else:
+        raise ValueError(f"unknown optimizer {name!r}")
+    sam = cfg.get("sam")
+    if sam:
+        from ham.optim.sam import SAM
+
+        opt = SAM(opt, rho=sam["rho"], adaptive=sam.get("adaptive", False))
+    return opt
+
+
+def build_optimizer(model: nn.Module, opt_cfg: Mapping[str, Any], ham_cfg: Mapping[str, Any],
+                    overrides: list[dict[str, Any]] = (), no_decay_names: Iterable[str] = ()) -> HAM:
+    """Always returns a HAM wrapper (alpha = beta = 0 makes it the plain base optimizer, at no cost)."""
+    groups = build_param_groups(model, weight_decay=opt_cfg["weight_decay"],
+                                no_weight_decay_1d=opt_cfg.get("no_weight_decay_1d", True),
+                                no_decay_names=no_decay_names, overrides=list(overrides))
+    base = build_base_optimizer(groups, opt_cfg)
+    return HAM(base, alpha=ham_cfg["alpha"], beta=ham_cfg["beta"], clamp=ham_cfg.get("clamp", 5.0),
+               variant=ham_cfg.get("variant", "deployed"), beta_where_grad=ham_cfg.get("beta_where_grad", False),
+               min_ndim=ham_cfg.get("min_ndim", 2), backend=ham_cfg.get("backend", "auto"))
+
+
+def lr_factor(step: int, *, total_steps: int, warmup_steps: int, name: str, start_factor: float,
+              end_factor: float) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based), updated every step.
+
+    triangular: linear start_factor -> 1 over the warm-up, then linear 1 -> end_factor at total_steps
+                (ffcv-imagenet's schedule, interpolated per step; the paper's "Triangular").
+    cosine:     same warm-up, then half-cosine 1 -> end_factor.
+    constant:   1 after the warm-up.
+    """
+    if warmup_steps > 0 and step < warmup_steps:
+        return start_factor + (1.0 - start_factor) * step / warmup_steps
+    if name == "constant":
+        return 1.0
+    span = max(1, total_steps - warmup_steps)
+    t = min(1.0, (step - warmup_steps) / span)
+    if name == "triangular":
+        return 1.0 + (end_factor - 1.0) * t
+    if name == "cosine":
+        return end_factor + (1.0 - end_factor) * 0.5 * (1.0 + math.cos(math.pi * t))
+    raise ValueError(f"unknown schedule {name!r}")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, sched_cfg: Mapping[str, Any], *, total_steps: int,
+                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+    warmup = int(round(sched_cfg.get("warmup_epochs", 0) * steps_per_epoch))
+    kw = dict(total_steps=total_steps, warmup_steps=warmup, name=sched_cfg["name"],
+              start_factor=sched_cfg.get("start_factor", 1.0), end_factor=sched_cfg.get("end_factor", 0.0))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, **kw))

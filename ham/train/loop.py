@@ -1,0 +1,419 @@
+"""The one training loop for every recipe (dense, SAM, every sparsifier), single process or DDP.
+
+    build: data -> model -> sparsifier.setup -> optimizer (HAM around base / SAM) -> scheduler -> resume
+    each step: forward/backward (SAM: two passes) -> sparsifier.before_step -> optimizer.step ->
+               sparsifier.after_step -> scheduler.step; metrics at log steps; checkpoints; eval per epochs
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from ham.train.distributed import DistEnv, all_agree
+
+EXIT_PREEMPTED = 3  # "checkpoint saved after SIGTERM/SIGUSR1: requeue me" (see slurm/train.sbatch)
+
+
+class Preempted(Exception):
+    """A stop signal arrived; a checkpoint was written. The process should exit with EXIT_PREEMPTED."""
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class Trainer:
+    def __init__(self, cfg: DictConfig, run_dir: Path, env: DistEnv):
+        self.cfg, self.run_dir, self.env = cfg, Path(run_dir), env
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self._stop_signal: int | None = None
+
+    # ------------------------------------------------------------------ build
+    def build(self) -> None:
+        from ham.data import build_datasets, build_loader
+        from ham.models import build_model
+        from ham.optim.factory import build_optimizer, build_scheduler
+        from ham.sparse.base import TrainSchedule
+        from ham.sparse.registry import build_sparsifier
+
+        cfg, env, t = self.cfg, self.env, self.cfg.trainer
+        torch.manual_seed(cfg.seed)  # same init on every rank
+        if env.device.type == "cuda":
+            torch.backends.cudnn.benchmark = bool(t.cudnn_benchmark) and not t.deterministic
+        if t.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+        ds = cfg.dataset
+        train_ds, val_ds, self.data_info = build_datasets(
+            ds.name, cfg.data_dir, img_size=ds.img_size, augment=ds.augment, download=ds.download,
+            **OmegaConf.to_container(ds.options, resolve=True))
+        self.per_rank_batch = t.global_batch_size // env.world_size
+        common = dict(seed=cfg.seed, rank=env.rank, world_size=env.world_size, num_workers=t.num_workers,
+                      pin_memory=env.device.type == "cuda", backend=ds.loader)
+        self.train_loader = build_loader(train_ds, batch_size=self.per_rank_batch, train=True, drop_last=True,
+                                         **common)
+        self.val_loader = build_loader(val_ds, batch_size=t.eval_batch_size or self.per_rank_batch, train=False,
+                                       drop_last=False, **common)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"trainer.global_batch_size={t.global_batch_size} is larger than the training set "
+                             f"({self.data_info.train_size} images)")
+        self.total_steps = t.epochs * self.steps_per_epoch
+
+        model = build_model(cfg.model.name, self.data_info.num_classes, in_chans=self.data_info.in_chans,
+                            img_size=self.data_info.img_size, **OmegaConf.to_container(cfg.model.kwargs))
+        model.to(env.device)
+        self.channels_last = (t.channels_last is True or (t.channels_last == "auto" and env.device.type == "cuda"
+                                                          and cfg.model.name.startswith("resnet")))
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+
+        sp_opts = {k: v for k, v in OmegaConf.to_container(cfg.sparsifier, resolve=True).items() if k != "name"}
+        self.sparsifier = build_sparsifier(cfg.sparsifier.name, **sp_opts)
+        self.sparsifier.setup(model, TrainSchedule(epochs=t.epochs, steps_per_epoch=self.steps_per_epoch))
+
+        opt_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
+        self.optimizer = build_optimizer(model, opt_cfg, OmegaConf.to_container(cfg.ham, resolve=True),
+                                         overrides=self.sparsifier.param_group_overrides(),
+                                         no_decay_names=("pos_embed", "cls_token", "dist_token"))
+        self.scheduler = build_scheduler(self.optimizer, OmegaConf.to_container(cfg.schedule, resolve=True),
+                                         total_steps=self.total_steps, steps_per_epoch=self.steps_per_epoch)
+        self.sparsifier.attach_optimizer(self.optimizer)
+
+        from ham.optim.sam import sam_of
+
+        self.sam = sam_of(self.optimizer)
+        self.ddp_model = model
+        if env.distributed:
+            self.ddp_model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+        if t.compile:
+            self.ddp_model = torch.compile(self.ddp_model)
+
+        self.amp_dtype = None
+        if t.precision == "bf16" or (t.precision == "auto" and env.device.type == "cuda"):
+            self.amp_dtype = torch.bfloat16
+        self.mixup = self._build_mixup()
+
+        from ham.train.metrics import SignTracker
+
+        self.tracked = self.optimizer.managed_params()
+        self.sign_tracker = SignTracker(self.tracked)
+        self.step = 0
+        self.epoch = 0
+        self.batch_in_epoch = 0
+        self.history: dict[str, Any] = {}
+        self.wandb_id: str | None = None
+
+    def _build_mixup(self):
+        mix = OmegaConf.select(self.cfg, "trainer.mixup")
+        if not mix:
+            return None
+        from timm.data import Mixup
+
+        return Mixup(**OmegaConf.to_container(mix, resolve=True), label_smoothing=self.cfg.trainer.label_smoothing,
+                     num_classes=self.data_info.num_classes)
+
+    # ------------------------------------------------------------------ checkpoints
+    def state_dict(self) -> dict[str, Any]:
+        from ham.train.checkpoint import capture_rng_state
+
+        return {
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "sparsifier": self.sparsifier.state_dict(),
+            "sign_tracker": self.sign_tracker.state_dict(),
+            "rng": capture_rng_state(),
+            "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
+            "history": self.history,
+            "wandb_id": self.wandb_id,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        from ham.train.checkpoint import restore_rng_state
+
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.sparsifier.load_state_dict(state["sparsifier"])
+        self.sign_tracker.load_state_dict(state["sign_tracker"])
+        p = state["progress"]
+        self.step, self.epoch, self.batch_in_epoch = int(p["step"]), int(p["epoch"]), int(p["batch_in_epoch"])
+        self.history = dict(state.get("history") or {})
+        self.wandb_id = state.get("wandb_id")
+        restore_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        self._check_finite()  # never overwrite a good checkpoint with NaN weights
+        if self.env.is_main:
+            from ham.train.checkpoint import save_checkpoint
+
+            save_checkpoint(self.state_dict(), self.ckpt_dir, self.step, keep=self.cfg.trainer.keep_checkpoints)
+
+    def maybe_resume(self) -> bool:
+        from ham.train.checkpoint import load_checkpoint_file, load_latest_checkpoint
+
+        resume = self.cfg.resume
+        if resume == "auto":
+            found = load_latest_checkpoint(self.ckpt_dir, map_location=self.env.device)
+            if found is None:
+                return False
+            state, path = found
+        elif resume == "never":
+            return False
+        else:
+            state, path = load_checkpoint_file(Path(resume), map_location=self.env.device), Path(resume)
+        self.load_state_dict(state)
+        self._print(f"resumed from {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_in_epoch})")
+        return True
+
+    # ------------------------------------------------------------------ signals
+    def _install_signal_handlers(self) -> None:
+        def handler(signum, _frame):
+            self._stop_signal = signum
+
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            with contextlib.suppress(ValueError):  # not in the main thread
+                signal.signal(sig, handler)
+
+    def _should_stop(self) -> bool:
+        if not self.env.distributed:
+            return self._stop_signal is not None
+        if self.step % self.cfg.trainer.preempt_check_every:
+            return False
+        return all_agree(self._stop_signal is not None, self.env.device)
+
+    # ------------------------------------------------------------------ step
+    def _autocast(self):
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.env.device.type, dtype=self.amp_dtype)
+
+    def _loss(self, images, targets) -> torch.Tensor:
+        with self._autocast():
+            logits = self.ddp_model(images)
+            if targets.ndim == 2:  # mixup/cutmix soft targets
+                return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+            return F.cross_entropy(logits.float(), targets, label_smoothing=self.cfg.trainer.label_smoothing)
+
+    def train_step(self, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.mixup is not None:
+            images, targets = self.mixup(images, targets)
+        if self.sam is not None:
+            # SAM: ascent step from this rank's own gradient (no all-reduce: DDP no_sync covers the forward),
+            # then the real gradient at the perturbed point with BN running stats frozen.
+            no_sync = self.ddp_model.no_sync() if self.env.distributed else contextlib.nullcontext()
+            with no_sync:
+                self._loss(images, targets).backward()
+            self.sam.first_step()
+            self.optimizer.zero_grad(set_to_none=True)
+            from ham.optim.sam import bn_stats_frozen
+
+            with bn_stats_frozen(self.model):
+                loss = self._loss(images, targets)
+                loss.backward()
+        else:
+            loss = self._loss(images, targets)
+            loss.backward()
+        if self.cfg.trainer.grad_clip_norm:
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.grad_clip_norm)
+        if self.sparsifier.before_step(self.step):
+            self.optimizer.step()  # base (or SAM second) step, then the hyperbolic step
+        elif self.sam is not None:
+            self.sam.restore()  # skipped update (e.g. RiGL mask update): undo the ascent step
+        self.sparsifier.after_step(self.step)
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    # ------------------------------------------------------------------ metrics
+    def _check_finite(self) -> None:
+        if self._bad is not None and bool(self._bad.item()):
+            raise NonFiniteLoss(
+                f"training loss became NaN/inf before step {self.step}; stopping. The last good checkpoint in "
+                f"{self.ckpt_dir} is intact (try a lower optimizer.lr or ham.alpha)")
+
+    def _log_metrics(self) -> dict[str, Any]:
+        from ham.train.metrics import l1_norm
+
+        self._check_finite()
+        n = max(1, self._loss_count)
+        loss = float((self._loss_sum / n).item())
+        elapsed = max(1e-9, time.perf_counter() - self._interval_start)
+        imgs = self._interval_images * self.env.world_size / elapsed
+        row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "train/loss": loss,
+               "lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": imgs,
+               "train/l1_norm": l1_norm(self.tracked)}
+        row.update(self.sign_tracker.update())
+        row["sparsity"] = self._sparsity()["global"]
+        self._reset_interval()
+        return row
+
+    def _sparsity(self) -> dict[str, Any]:
+        from ham.sparse.masks import sparsity_report
+
+        return sparsity_report(self.model)
+
+    def _reset_interval(self) -> None:
+        self._loss_sum = torch.zeros((), device=self.env.device)
+        self._loss_count = 0
+        self._interval_images = 0
+        self._interval_start = time.perf_counter()
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float]:
+        from ham.train.evaluate import evaluate
+
+        self.model.eval()
+        try:
+            return evaluate(self.ddp_model, self.val_loader, self.env.device, autocast=self._autocast,
+                            channels_last=self.channels_last)
+        finally:
+            self.model.train()
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> dict[str, Any]:
+        from ham.train.reporting import make_sinks
+
+        cfg, t = self.cfg, self.cfg.trainer
+        self.build()
+        self.maybe_resume()
+        self.sinks = make_sinks(cfg, self.run_dir, self.env, resume_step=self.step, wandb_id=self.wandb_id)
+        self.wandb_id = self.sinks.wandb_id
+        self._install_signal_handlers()
+        self._bad = torch.zeros((), dtype=torch.bool, device=self.env.device)
+        self._reset_interval()
+        last_step = self.total_steps if t.max_steps is None else min(self.total_steps, t.max_steps)
+        bar = self.sinks.progress(total=last_step, initial=self.step)
+        wall0 = time.perf_counter()
+        self.model.train()
+        try:
+            while self.step < last_step:
+                self._run_epoch(last_step, bar)
+        finally:
+            bar.close()
+        wall = time.perf_counter() - wall0
+        return self._finish(wall)
+
+    def _run_epoch(self, last_step: int, bar) -> None:
+        t = self.cfg.trainer
+        if self.batch_in_epoch == 0:
+            self.sparsifier.on_epoch_start(self.epoch)
+        self.train_loader.set_epoch(self.epoch)
+        self.train_loader.set_start_batch(self.batch_in_epoch)
+        for images, targets in self.train_loader:
+            images = images.to(self.env.device, non_blocking=True)
+            targets = targets.to(self.env.device, non_blocking=True)
+            if self.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            loss = self.train_step(images, targets)
+            self._loss_sum += loss
+            self._bad |= ~torch.isfinite(loss)
+            self._loss_count += 1
+            self._interval_images += images.shape[0]
+            self.step += 1
+            self.batch_in_epoch += 1
+            bar.update(1)
+            if self.step % t.log_every_steps == 0 or self.step == last_step:
+                row = self._log_metrics()
+                row["epoch"] = self.epoch + self.batch_in_epoch / self.steps_per_epoch
+                self.sinks.log(row)
+                bar.set_postfix({"loss": f"{row['train/loss']:.4f}", "lr": f"{row['lr']:.3g}"})
+            if self._should_stop():
+                self.save_checkpoint()
+                raise Preempted(f"stop signal received; checkpoint saved at step {self.step}")
+            if self.step >= last_step:
+                break
+            if self.step % t.checkpoint_every_steps == 0 and self.batch_in_epoch < self.steps_per_epoch:
+                self.save_checkpoint()
+        if self.batch_in_epoch >= self.steps_per_epoch:
+            self.epoch += 1
+            self.batch_in_epoch = 0
+            if self.epoch % t.eval_every_epochs == 0 or self.epoch == t.epochs:
+                self._eval_and_log()
+            self.save_checkpoint()
+
+    def _eval_and_log(self) -> dict[str, float]:
+        val = self.evaluate()
+        row = {"step": self.step, "epoch": float(self.epoch), **val}
+        self.history["last_eval"] = {"step": self.step, **val}
+        self.sinks.log(row)
+        return val
+
+    def _finish(self, wall: float) -> dict[str, Any]:
+        t = self.cfg.trainer
+        # the final evaluation (unless the epoch boundary just did it)
+        last = self.history.get("last_eval", {})
+        val = {k: v for k, v in last.items() if k != "step"} if last.get("step") == self.step else \
+            self._eval_and_log()
+        if hasattr(self.sparsifier, "on_train_end"):
+            self.sparsifier.on_train_end()
+        self.save_checkpoint()
+        report = self._sparsity()
+        summary: dict[str, Any] = {
+            "steps": self.step, "epochs": self.step / self.steps_per_epoch, "wall_time_s": wall,
+            **{k: v for k, v in val.items()},
+            "train/loss": self._last_logged("train/loss"), "train/l1_norm": self._last_logged("train/l1_norm"),
+            "train/sign_flips_init": self._last_logged("train/sign_flips_init"),
+            "train/images_per_s": self._last_logged("train/images_per_s"),
+            "sparsity": report["global"], "sparsity_per_layer": report["layers"],
+            "config_hash": self._config_hash(),
+        }
+        extra = getattr(self.sparsifier, "report", None)
+        if callable(extra):
+            summary["sparsifier"] = extra()
+        if self.env.is_main:
+            exported = self.sparsifier.export_state_dict(self.model)
+            _atomic_torch_save(exported, self.run_dir / "model_final.pt")
+            _atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
+            self.sinks.finish(summary)
+        return summary
+
+    def _last_logged(self, key: str):
+        return self.sinks.last.get(key)
+
+    def _config_hash(self) -> str:
+        from ham.config import config_hash
+
+        return config_hash(self.cfg)
+
+    def _print(self, msg: str) -> None:
+        if self.env.is_main:
+            print(msg, file=sys.stderr, flush=True)
+
+
+def _atomic_write_bytes(path: Path, write) -> None:
+    import os
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _atomic_torch_save(obj, path: Path) -> None:
+    _atomic_write_bytes(path, lambda f: torch.save(obj, f))
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    _atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def is_finite(x: float) -> bool:
+    return x is not None and math.isfinite(x)
