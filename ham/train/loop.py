@@ -280,7 +280,7 @@ class Trainer:
 
         self.model.eval()
         try:
-            return evaluate(self.ddp_model, self.val_loader, self.env.device, autocast=self._autocast,
+            return evaluate(self.model, self.val_loader, self.env.device, autocast=self._autocast,
                             channels_last=self.channels_last)
         finally:
             self.model.train()
