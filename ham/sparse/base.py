@@ -44,6 +44,13 @@ class Sparsifier:
 
     name = "dense"
 
+    def __init__(self, sparsity: float = 0.0):
+        if sparsity != 0:
+            raise ValueError("the dense sparsifier has sparsity 0; choose sparsifier=random|acdc|rigl|str|signin")
+        self.sparsity = 0.0
+        self.model = None
+        self.optimizer = None
+
     def setup(self, model: nn.Module, schedule: TrainSchedule) -> None:
         self.model = model
         self.schedule = schedule
@@ -58,6 +65,9 @@ class Sparsifier:
 
     def on_epoch_start(self, epoch: int) -> None:
         pass
+
+    def mask_gradients(self) -> None:
+        """Zero the gradients of pruned weights (also called before SAM's ascent step)."""
 
     def before_step(self, step: int) -> bool:
         """Called after backward (grads are all-reduced). Return False to skip the optimizer update."""
