@@ -158,7 +158,7 @@ class Trainer:
         restore_rng_state(state["rng"])
 
     def save_checkpoint(self) -> None:
-        self._check_finite()  # never overwrite a good checkpoint with NaN weights
+        self._check_finite(weights=True)  # never replace a good checkpoint with NaN/inf weights
         if self.env.is_main:
             from ham.train.checkpoint import save_checkpoint
 
@@ -241,10 +241,15 @@ class Trainer:
         return loss.detach()
 
     # ------------------------------------------------------------------ metrics
-    def _check_finite(self) -> None:
-        if self._bad is not None and bool(self._bad.item()):
+    def _check_finite(self, weights: bool = False) -> None:
+        bad = self._bad
+        if weights:  # a step can blow up the weights while the loss that produced it was still finite
+            tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
+            bad = bad | ~torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+        if bool(bad.item()):
+            what = "loss or weights" if weights else "loss"
             raise NonFiniteLoss(
-                f"training loss became NaN/inf before step {self.step}; stopping. The last good checkpoint in "
+                f"training {what} became NaN/inf by step {self.step}; stopping. The last good checkpoint in "
                 f"{self.ckpt_dir} is intact (try a lower optimizer.lr or ham.alpha)")
 
     def _log_metrics(self) -> dict[str, Any]:
@@ -355,7 +360,11 @@ class Trainer:
         return val
 
     def _finish(self, wall: float) -> dict[str, Any]:
-        t = self.cfg.trainer
+        if self.env.distributed:  # BN running stats drift per rank after the last forward: take rank 0's
+            import torch.distributed as dist
+
+            for b in self.model.buffers():
+                dist.broadcast(b, src=0)
         # the final evaluation (unless the epoch boundary just did it)
         last = self.history.get("last_eval", {})
         val = {k: v for k, v in last.items() if k != "step"} if last.get("step") == self.step else \
