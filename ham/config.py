@@ -147,6 +147,17 @@ def validate(cfg: DictConfig, *, world_size: int = 1, check_data: bool = True) -
     check_choice(cfg, "sparsifier.name", SPARSIFIER_NAMES)
     check_number(cfg, "sparsifier.sparsity", lo=0, hi=1, hi_open=True)
 
+    acdc = cfg.sparsifier.name == "acdc" or (cfg.sparsifier.name == "signin"
+                                             and _get(cfg, "sparsifier.mask_source") == "acdc")
+    if acdc:
+        from ham.sparse.acdc import acdc_phase_epochs, check_schedule
+
+        opts = {k: _get(cfg, f"sparsifier.{k}") for k in ("warmup_fraction", "phase_fraction",
+                                                          "last_dense_fraction", "final_fraction")}
+        c, d = acdc_phase_epochs(cfg.trainer.epochs, **{k: v for k, v in opts.items() if v is not None})
+        check_schedule(_get(cfg, "sparsifier.compress_epochs") or c, _get(cfg, "sparsifier.decompress_epochs") or d,
+                       cfg.trainer.epochs)
+
     check_choice(cfg, "schedule.name", ["triangular", "cosine", "constant"])
     check_number(cfg, "schedule.warmup_epochs", lo=0)
     check_number(cfg, "schedule.start_factor", lo=0)

@@ -41,4 +41,9 @@ def build_sparsifier(name: str, **options: Any) -> Sparsifier:
             allowed = sorted(k for k in accepted if k != "self")
             raise ConfigError(f"sparsifier.{unknown[0]} is not an option of sparsifier={name}; allowed: "
                               f"{', '.join(allowed) or 'none'}")
-    return cls(**options)
+    try:
+        return cls(**options)
+    except (ValueError, TypeError) as e:
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"sparsifier={name}: {' '.join(str(e).split())}") from None

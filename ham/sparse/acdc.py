@@ -1,0 +1,101 @@
+"""Ac/Dc (Peste et al. 2021, IST-DASLab/ACDC): alternating compressed / decompressed training.
+
+Schedule for the reference 100-epoch ResNet50 run: dense warm-up epochs 0-9; compressed phases start at epochs
+10, 20, ..., 70 and decompressed phases at 15, 25, ..., 65 and 75 (5-epoch alternation); a last dense phase 75-84;
+the final compressed phase 85-99. We express it in fractions of training so it scales (200 epochs, CIFAR's 150):
+warm-up `warmup_fraction` = 0.1, phase length `phase_fraction` = 0.05, last decompression at
+`last_dense_fraction` = 0.75, final compression at `final_fraction` = 0.85. Boundary epochs are
+floor(fraction * epochs + 0.5). `compress_epochs` / `decompress_epochs` override with explicit lists.
+
+Compression: one GLOBAL magnitude threshold over all prunable layers, hit at once (exact count). While
+compressed, pruned weights and their gradients are zero. Decompression: the mask becomes all ones, pruned weights
+restart from zero, and the momentum buffers are reset (the reference zeroes the optimizer's momentum at the first
+step after each decompression; we zero ALL shaped optimizer state of the pruned layers at the phase change,
+which is the same thing since no step happens in between).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from ham.sparse import masks as M
+from ham.sparse.masked import MaskedSparsifier
+
+
+def _epoch(fraction: float, epochs: int) -> int:
+    return int(math.floor(fraction * epochs + 0.5 + 1e-9))  # round half up, robust to float noise
+
+
+def acdc_phase_epochs(epochs: int, *, warmup_fraction: float = 0.1, phase_fraction: float = 0.05,
+                      last_dense_fraction: float = 0.75, final_fraction: float = 0.85
+                      ) -> tuple[list[int], list[int]]:
+    """(compress_epochs, decompress_epochs): epochs at whose start a phase begins. Each boundary is its own
+    fraction of training rounded half up, so phases stay ~equal when epochs is not a multiple of 20."""
+    compress, decompress = [], []
+    i = 0
+    while warmup_fraction + 2 * i * phase_fraction < last_dense_fraction - 1e-9:
+        start = warmup_fraction + 2 * i * phase_fraction
+        compress.append(_epoch(start, epochs))
+        decompress.append(_epoch(min(start + phase_fraction, last_dense_fraction), epochs))
+        i += 1
+    if not decompress or decompress[-1] != _epoch(last_dense_fraction, epochs):
+        decompress.append(_epoch(last_dense_fraction, epochs))
+    compress.append(_epoch(final_fraction, epochs))
+    return compress, decompress
+
+
+def check_schedule(compress: list[int], decompress: list[int], epochs: int) -> None:
+    """Phases must alternate strictly inside the run; raise ConfigError otherwise (e.g. too few epochs)."""
+    from ham.errors import ConfigError
+
+    events = sorted([(e, "c") for e in compress] + [(e, "d") for e in decompress])
+    ok = len({e for e, _ in events}) == len(events) and all(0 <= e < epochs for e, _ in events)
+    ok = ok and all(a[1] != b[1] for a, b in zip(events, events[1:])) and events and events[0][1] == "c"
+    if not ok:
+        raise ConfigError(f"sparsifier=acdc: the phase schedule does not fit trainer.epochs={epochs} (compress at "
+                          f"{compress}, decompress at {decompress}); use at least 20 epochs with the default "
+                          f"fractions, or set sparsifier.compress_epochs/decompress_epochs")
+
+
+class AcDc(MaskedSparsifier):
+    name = "acdc"
+
+    def __init__(self, sparsity: float = 0.9, warmup_fraction: float = 0.1, phase_fraction: float = 0.05,
+                 last_dense_fraction: float = 0.75, final_fraction: float = 0.85,
+                 compress_epochs: list[int] | None = None, decompress_epochs: list[int] | None = None,
+                 keep_first_dense: bool = False, keep_last_dense: bool = False):
+        super().__init__(sparsity, keep_first_dense, keep_last_dense)
+        self.fractions = dict(warmup_fraction=warmup_fraction, phase_fraction=phase_fraction,
+                              last_dense_fraction=last_dense_fraction, final_fraction=final_fraction)
+        self.explicit = (compress_epochs, decompress_epochs)
+        self.compressed = False
+        self.events: list[tuple[int, str]] = []  # (epoch, "compress"/"decompress"), for logs and tests
+
+    def setup(self, model, schedule) -> None:
+        super().setup(model, schedule)
+        c, d = acdc_phase_epochs(schedule.epochs, **self.fractions)
+        self.compress_epochs = list(self.explicit[0]) if self.explicit[0] is not None else c
+        self.decompress_epochs = list(self.explicit[1]) if self.explicit[1] is not None else d
+        check_schedule(self.compress_epochs, self.decompress_epochs, schedule.epochs)
+
+    def on_epoch_start(self, epoch: int) -> None:
+        if epoch in self.compress_epochs:
+            self.set_masks(M.global_magnitude_masks(self.weights(), self.sparsity))
+            self.compressed = True
+            self.events.append((epoch, "compress"))
+        elif epoch in self.decompress_epochs and self.compressed:
+            # all ones again: pruned weights restart from their zero value; momentum restarts from zero
+            M.reset_optimizer_state_(self.optimizer, self.weights().values())
+            self.clear_masks()
+            self.compressed = False
+            self.events.append((epoch, "decompress"))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "compressed": self.compressed,
+                "events": [[e, k] for e, k in self.events]}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.compressed = bool(state["compressed"])
+        self.events = [(int(e), str(k)) for e, k in state.get("events", [])]

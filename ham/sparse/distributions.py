@@ -1,0 +1,57 @@
+"""Layer-wise density distributions for a global sparsity target, with exact parameter counts.
+
+uniform   every layer gets density 1 - s
+erk       Erdos-Renyi-Kernel (RigL, Evci et al. 2020): density_l proportional to sum(shape_l) / prod(shape_l),
+          scaled so the total matches; a layer whose density would exceed 1 is made dense and the rest rescaled
+          (iteratively), as in google-research/rigl's sparse_utils
+balanced  the same number of non-zeros in every layer (capped at the layer's size, excess redistributed)
+"""
+
+from __future__ import annotations
+
+import math
+
+from ham.errors import ConfigError
+
+DISTRIBUTIONS = ("uniform", "erk", "balanced")
+
+
+def layer_densities(shapes: dict[str, tuple[int, ...]], sparsity: float, distribution: str = "erk"
+                    ) -> dict[str, float]:
+    if distribution not in DISTRIBUTIONS:
+        raise ConfigError(f"sparsifier.distribution={distribution!r} is not known; allowed: "
+                          f"{', '.join(DISTRIBUTIONS)}")
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    total_keep = (1.0 - sparsity) * sum(sizes.values())
+    if distribution == "uniform":
+        return {n: 1.0 - sparsity for n in shapes}
+    if distribution == "erk":
+        raw = {n: sum(s) / math.prod(s) for n, s in shapes.items()}
+    else:  # balanced: density_l * size_l equal  ->  raw density proportional to 1 / size_l
+        raw = {n: 1.0 / sizes[n] for n in shapes}
+    dense: set[str] = set()
+    while True:
+        budget = total_keep - sum(sizes[n] for n in dense)
+        free = [n for n in shapes if n not in dense]
+        eps = budget / sum(raw[n] * sizes[n] for n in free)
+        over = [n for n in free if eps * raw[n] > 1.0]
+        if not over:
+            break
+        dense.update(over)
+    return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
+
+
+def exact_counts(sizes: dict[str, int], densities: dict[str, float], sparsity: float) -> dict[str, int]:
+    """Integer non-zero counts per layer summing to exactly round((1 - s) * total) (largest remainders)."""
+    target = int(round((1.0 - sparsity) * sum(sizes.values())))
+    want = {n: min(sizes[n], densities[n] * sizes[n]) for n in sizes}
+    counts = {n: int(math.floor(v)) for n, v in want.items()}
+    short = target - sum(counts.values())
+    order = sorted(sizes, key=lambda n: (-(want[n] - counts[n]), n))
+    for n in order:
+        if short <= 0:
+            break
+        if counts[n] < sizes[n]:
+            counts[n] += 1
+            short -= 1
+    return counts

@@ -1,0 +1,89 @@
+"""Common machinery of mask-based sparsifiers (random PaI, Ac/Dc, RiGL; Sign-In's mask sources).
+
+Masks are bool tensors kept on the sparsifier (not module buffers, so the model's state_dict stays plain) and
+saved in its state_dict. Pruned weights stay exactly zero through every optimizer:
+  before_step: grads of pruned weights zeroed (momentum and weight decay then add nothing: the weight is 0);
+  optimizer.step: HAM's step is multiplicative, zeros stay zero;
+  after_step: masks re-applied to the weights (guards against any optimizer that moves zeros, e.g. AdamW's
+              decoupled decay of a stale exp_avg);
+  mask changes: the optimizer state of newly pruned / regrown entries is zeroed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ham.sparse import masks as M
+from ham.sparse.base import Sparsifier, TrainSchedule
+
+
+class MaskedSparsifier(Sparsifier):
+    name = "masked"
+
+    def __init__(self, sparsity: float = 0.9, keep_first_dense: bool = False, keep_last_dense: bool = False):
+        self.sparsity = float(sparsity)
+        self.keep_first_dense, self.keep_last_dense = bool(keep_first_dense), bool(keep_last_dense)
+        self.masks: dict[str, Tensor] = {}
+        self.model = None
+        self.optimizer = None
+
+    # -- setup
+    def setup(self, model: nn.Module, schedule: TrainSchedule) -> None:
+        super().setup(model, schedule)
+        self.layers = dict(M.prunable_layers(model, keep_first_dense=self.keep_first_dense,
+                                             keep_last_dense=self.keep_last_dense))
+        if not self.layers:
+            raise ValueError("the model has no prunable (conv/linear) layers")
+
+    def weights(self) -> dict[str, Tensor]:
+        """The trainable tensors the masks act on (the original ones under a parametrization)."""
+        return {n: M.weight_of(m) for n, m in self.layers.items()}
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {n: tuple(w.shape) for n, w in self.weights().items()}
+
+    # -- mask operations
+    @torch.no_grad()
+    def set_masks(self, masks: dict[str, Tensor], *, reset_state_of_changed: bool = True) -> None:
+        """Install new masks: broadcast from rank 0, zero pruned weights and the optimizer state that changed."""
+        M.broadcast_masks_(masks)
+        weights = self.weights()
+        for n, m in masks.items():
+            old = self.masks.get(n)
+            if reset_state_of_changed and self.optimizer is not None:
+                changed_or_pruned = ~m if old is None else (~m | (m & ~old))
+                M.mask_optimizer_state_(self.optimizer, weights[n], ~changed_or_pruned)
+            weights[n].mul_(m)
+        self.masks = masks
+
+    def clear_masks(self) -> None:
+        self.masks = {}
+
+    def mask_gradients(self) -> None:
+        if self.masks:
+            M.mask_grads_(self.masks, self.weights())
+
+    def before_step(self, step: int) -> bool:
+        self.mask_gradients()
+        return True
+
+    def after_step(self, step: int) -> None:
+        if self.masks:
+            M.apply_masks_(self.masks, self.weights())
+
+    # -- reporting and state
+    def current_sparsity(self) -> float:
+        total = sum(w.numel() for w in self.weights().values())
+        kept = sum(int(m.sum()) for m in self.masks.values()) + sum(
+            w.numel() for n, w in self.weights().items() if n not in self.masks)
+        return 1.0 - kept / total
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"masks": {n: m.cpu() for n, m in self.masks.items()}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        weights = self.weights()
+        self.masks = {n: m.to(weights[n].device).bool() for n, m in state.get("masks", {}).items()}
