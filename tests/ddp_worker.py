@@ -17,4 +17,5 @@ if __name__ == "__main__":
     trainer = Trainer(cfg, run_dir, env)
     trainer.run()
     torch.save(trainer.model.state_dict(), run_dir / f"rank{env.rank}_weights.pt")
+    torch.save(trainer.sparsifier.state_dict(), run_dir / f"rank{env.rank}_sparsifier.pt")
     teardown_distributed()

@@ -151,14 +151,30 @@ def test_sam_ham_runs_end_to_end(tmp_path):
     assert run_inproc([*FAST, "optimizer=sam", "trainer.max_steps=8"], tmp_path / "sam") == 0
 
 
-def test_two_process_gloo_ddp_ranks_end_identical(tmp_path):
-    rd = tmp_path / "ddp"
+def _ddp_run(rd, extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "tests" / "ddp_worker.py"), *FAST, "trainer.max_steps=12", f"hydra.run.dir={rd}"]
+           str(ROOT / "tests" / "ddp_worker.py"), *FAST, *extra, f"hydra.run.dir={rd}"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    w0 = torch.load(rd / "rank0_weights.pt", weights_only=True)
-    w1 = torch.load(rd / "rank1_weights.pt", weights_only=True)
+    return [(torch.load(rd / f"rank{r}_weights.pt", weights_only=True),
+             torch.load(rd / f"rank{r}_sparsifier.pt", weights_only=True)) for r in (0, 1)]
+
+
+def test_two_process_gloo_ddp_ranks_end_identical(tmp_path):
+    (w0, _), (w1, _) = _ddp_run(tmp_path / "ddp", ["trainer.max_steps=12"])
+    for k in w0:
+        assert torch.equal(w0[k], w1[k]), k
+
+
+@pytest.mark.parametrize("sparsifier", [
+    ["sparsifier=rigl", "sparsifier.delta_t=5"],
+    ["sparsifier=acdc", "trainer.epochs=3", "sparsifier.compress_epochs=[0,2]", "sparsifier.decompress_epochs=[1]"],
+])
+def test_ddp_masks_identical_across_ranks(tmp_path, sparsifier):
+    (w0, s0), (w1, s1) = _ddp_run(tmp_path / "ddp", [*sparsifier, "trainer.global_batch_size=64"])
+    assert s0["masks"] and s0["masks"].keys() == s1["masks"].keys()
+    for k in s0["masks"]:
+        assert torch.equal(s0["masks"][k], s1["masks"][k]), k
     for k in w0:
         assert torch.equal(w0[k], w1[k]), k
