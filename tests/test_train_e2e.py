@@ -151,6 +151,19 @@ def test_sam_ham_runs_end_to_end(tmp_path):
     assert run_inproc([*FAST, "optimizer=sam", "trainer.max_steps=8"], tmp_path / "sam") == 0
 
 
+@pytest.mark.parametrize("sparsifier", ["rigl", "random", "str"])
+def test_sparse_sam_ham_ends_at_exact_sparsity(tmp_path, sparsifier):
+    rd = tmp_path / sparsifier
+    assert run_inproc([*FAST, "optimizer=sam", f"sparsifier={sparsifier}", "sparsifier.sparsity=0.8",
+                       "trainer.max_steps=30"], rd) == 0
+    sd = final_weights(rd)
+    prunable = [v for k, v in sd.items() if k.endswith("weight") and v.ndim >= 2]
+    total = sum(v.numel() for v in prunable)
+    assert sum(int((v == 0).sum()) for v in prunable) == round(0.8 * total)
+    summary = json.loads((rd / "summary.json").read_text())
+    assert summary["sparsity"] == pytest.approx(0.8, abs=1 / total)
+
+
 def _ddp_run(rd, extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

@@ -36,13 +36,20 @@ def weight_of(module: nn.Module) -> Tensor:
 
 # ------------------------------------------------------------------ exact top-k
 def topk_mask(scores: Tensor, k: int) -> Tensor:
-    """Bool mask with exactly k True entries at the largest scores (ties: lower flat index first)."""
+    """Bool mask with exactly k True entries at the largest scores; ties at the threshold go to the lowest flat
+    indices, so every rank and every rerun picks the same entries. O(n) selection (kthvalue), no full sort."""
     flat = scores.flatten()
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=flat.device)
-    if k > 0:
-        # stable sort gives a deterministic tie-break on every rank/device
-        idx = torch.sort(flat, descending=True, stable=True).indices[:k]
-        mask[idx] = True
+    n = flat.numel()
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if k >= n:
+        return torch.ones_like(scores, dtype=torch.bool)
+    thr = torch.kthvalue(flat.float().cpu() if flat.device.type == "mps" else flat.float(), n - k + 1).values
+    above = flat > thr
+    missing = k - int(above.sum())
+    ties = torch.nonzero(flat == thr).flatten()[:missing]
+    mask = above.clone()
+    mask[ties] = True
     return mask.view_as(scores)
 
 

@@ -219,6 +219,7 @@ class Trainer:
             no_sync = self.ddp_model.no_sync() if self.env.distributed else contextlib.nullcontext()
             with no_sync:
                 self._loss(images, targets).backward()
+            self.sparsifier.mask_gradients()  # pruned weights must not be perturbed either
             self.sam.first_step()
             self.optimizer.zero_grad(set_to_none=True)
             from ham.optim.sam import bn_stats_frozen
