@@ -62,17 +62,40 @@ def compose(overrides: Iterable[str] = ()) -> tuple[DictConfig, str | None]:
             cfg = hydra_compose("train", overrides=overrides)
         OmegaConf.resolve(cfg)
     except (HydraException, OmegaConfBaseException) as e:
-        raise ConfigError(_one_line(e)) from None
+        msg = _one_line(e)
+        bad = _unknown_key(msg)
+        if bad is not None:
+            msg = _unknown_key_message(bad, [o for o in overrides if not o.lstrip("+~").startswith(bad + "=")])
+        raise ConfigError(msg) from None
     return cfg, run_dir
 
 
+def _unknown_key(msg: str) -> str | None:
+    import re
+
+    m = re.search(r"Could not override '([^']+)'", msg) or re.search(r"Key '[^']+' is not in struct.*?full_key: "
+                                                                     r"(\S+)", msg)
+    return m.group(1) if m else None
+
+
+def _unknown_key_message(key: str, other_overrides: list[str]) -> str:
+    """Name the bad key and the keys that do exist at that level."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    parent = key.rsplit(".", 1)[0] if "." in key else ""
+    try:
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="ham"):
+            cfg = hydra_compose("train", overrides=other_overrides)
+        node = OmegaConf.select(cfg, parent) if parent else cfg
+        allowed = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else "none (not a group of keys)"
+    except Exception:  # noqa: BLE001 -- the short message is still right
+        allowed = "see python train.py --cfg"
+    return f"{key} is not a config key; keys of {parent or 'the root config'}: {allowed}"
+
+
 def _one_line(e: Exception) -> str:
-    msg = " ".join(str(e).split())
-    # Hydra's "Key 'x' is not in struct ... full_key: a.x" -> name the key
-    if "not in struct" in msg and "full_key:" in msg:
-        key = msg.split("full_key:")[1].split()[0]
-        return f"{key} is not a config key (check the spelling, or use +{key}=... to add a new one)"
-    return msg
+    return " ".join(str(e).split())
 
 
 # --- value checks ------------------------------------------------------------------------------------------
