@@ -14,7 +14,6 @@ Per param group keys (set them when building the base optimizer, or later on ``o
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Any, Callable
 
 import torch
@@ -22,11 +21,12 @@ from torch import Tensor
 from torch.optim import Optimizer
 
 from ham.optim.functional import BACKENDS, hyperbolic_step_, validate_hparams
+from ham.optim.wrapper import OptimizerWrapper
 
 VARIANTS = ("deployed", "signed")
 
 
-class HAM(Optimizer):
+class HAM(OptimizerWrapper):
     """Hyperbolic Aware Minimization around ``optimizer``.
 
     Args:
@@ -53,46 +53,18 @@ class HAM(Optimizer):
         min_ndim: int = 2,
         backend: str = "auto",
     ) -> None:
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"HAM wraps a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        super().__init__(optimizer)
         validate_hparams(alpha, beta, clamp)
         if variant not in VARIANTS:
             raise ValueError(f"unknown HAM variant {variant!r}; allowed: {', '.join(VARIANTS)}")
         if backend not in BACKENDS:
             raise ValueError(f"unknown HAM backend {backend!r}; allowed: {', '.join(BACKENDS)}")
-        self.base = optimizer
         self.alpha, self.beta, self.clamp = float(alpha), float(beta), clamp
         self.variant, self.beta_where_grad = variant, bool(beta_where_grad)
         self.min_ndim, self.backend = int(min_ndim), backend
-        # Optimizer.__init__ would rebuild param groups; we share the base's instead and only set up hooks.
-        self.defaults = optimizer.defaults
-        self._optimizer_step_pre_hooks = OrderedDict()
-        self._optimizer_step_post_hooks = OrderedDict()
-        self._optimizer_state_dict_pre_hooks = OrderedDict()
-        self._optimizer_state_dict_post_hooks = OrderedDict()
-        self._optimizer_load_state_dict_pre_hooks = OrderedDict()
-        self._optimizer_load_state_dict_post_hooks = OrderedDict()
-        self._patch_step_function()
-        self._fill_group_defaults()
+        self.fill_group_defaults()
 
-    # --- shared state: always the base optimizer's (load_state_dict replaces the base's list) ---
-    @property
-    def param_groups(self) -> list[dict[str, Any]]:
-        return self.base.param_groups
-
-    @param_groups.setter
-    def param_groups(self, value) -> None:
-        self.base.param_groups = value
-
-    @property
-    def state(self):
-        return self.base.state
-
-    @state.setter
-    def state(self, value) -> None:
-        self.base.state = value
-
-    def _fill_group_defaults(self) -> None:
+    def fill_group_defaults(self) -> None:
         for group in self.base.param_groups:
             group.setdefault("ham", None)
             group.setdefault("ham_alpha", self.alpha)
@@ -101,21 +73,6 @@ class HAM(Optimizer):
     def __repr__(self) -> str:
         return (f"HAM(alpha={self.alpha}, beta={self.beta}, clamp={self.clamp}, variant={self.variant}, "
                 f"backend={self.backend})\n  around {self.base!r}")
-
-    # --- torch.optim API ---
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        self.base.add_param_group(param_group)
-        self._fill_group_defaults()
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.base.state_dict()
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self.base.load_state_dict(state_dict)
-        self._fill_group_defaults()
 
     def managed_params(self) -> list[Tensor]:
         """The tensors the hyperbolic step acts on (with the current group settings)."""

@@ -16,65 +16,29 @@ Adaptive SAM (Kwon et al. 2021): e = rho * w^2 g / ||w g||.
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
 from torch.optim import Optimizer
 
+from ham.optim.wrapper import OptimizerWrapper
 
-class SAM(Optimizer):
+
+class SAM(OptimizerWrapper):
     def __init__(self, optimizer: Optimizer, rho: float = 0.05, adaptive: bool = False, eps: float = 1e-12):
         if not rho > 0:
             raise ValueError(f"SAM rho must be > 0, got {rho}")
-        self.base = optimizer
+        super().__init__(optimizer)
         self.eps = eps
-        self.defaults = optimizer.defaults
-        for attr in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks", "_optimizer_state_dict_pre_hooks",
-                     "_optimizer_state_dict_post_hooks", "_optimizer_load_state_dict_pre_hooks",
-                     "_optimizer_load_state_dict_post_hooks"):
-            setattr(self, attr, OrderedDict())
-        self._patch_step_function()
-        self._fill(rho, adaptive)
+        self.rho, self.adaptive = rho, adaptive
+        self.fill_group_defaults()
         self._perturbation: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None
 
-    def _fill(self, rho: float, adaptive: bool) -> None:
+    def fill_group_defaults(self) -> None:
         for g in self.base.param_groups:
-            g.setdefault("rho", rho)
-            g.setdefault("adaptive", adaptive)
-
-    @property
-    def param_groups(self):
-        return self.base.param_groups
-
-    @param_groups.setter
-    def param_groups(self, v):
-        self.base.param_groups = v
-
-    @property
-    def state(self):
-        return self.base.state
-
-    @state.setter
-    def state(self, v):
-        self.base.state = v
-
-    def add_param_group(self, group: dict[str, Any]) -> None:
-        rho, adaptive = self.param_groups[0]["rho"], self.param_groups[0]["adaptive"]
-        self.base.add_param_group(group)
-        self._fill(rho, adaptive)
-
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        self.base.zero_grad(set_to_none=set_to_none)
-
-    def state_dict(self):
-        return self.base.state_dict()
-
-    def load_state_dict(self, sd) -> None:
-        rho, adaptive = self.param_groups[0]["rho"], self.param_groups[0]["adaptive"]
-        self.base.load_state_dict(sd)
-        self._fill(rho, adaptive)
+            g.setdefault("rho", self.rho)
+            g.setdefault("adaptive", self.adaptive)
 
     @property
     def pending(self) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from ham.sparse import masks as M
 from ham.sparse import reparam
 from ham.sparse.base import Sparsifier
 
@@ -28,15 +27,11 @@ class MW(Sparsifier):
 
     def setup(self, model, schedule) -> None:
         super().setup(model, schedule)
-        self.layers = dict(M.prunable_layers(model, keep_first_dense=self.keep_first_dense,
-                                             keep_last_dense=self.keep_last_dense))
-        for module in self.layers.values():
-            reparam.register_product(module, self.gamma)
+        self.layers = reparam.reparameterize_layers(model, keep_first_dense=self.keep_first_dense,
+                                                    keep_last_dense=self.keep_last_dense, gamma=self.gamma)
 
     def param_group_overrides(self) -> list[dict[str, Any]]:
-        ms = [reparam.factors(m)[0] for m in self.layers.values()]
-        ws = [reparam.factors(m)[1] for m in self.layers.values()]
-        return [{"params": ms, "ham": False, "weight_decay": 0.0}, {"params": ws, "weight_decay": 0.0}]
+        return reparam.product_param_groups(self.layers, decay_factors=False)
 
     def before_step(self, step: int) -> bool:
         if self.product_weight_decay:

@@ -62,3 +62,23 @@ def add_product_weight_decay_grad_(module: nn.Module, wd: float) -> None:
         if p.grad is None:
             p.grad = torch.zeros_like(p)
         p.grad.add_(theta * other, alpha=wd)
+
+
+def reparameterize_layers(model: nn.Module, *, keep_first_dense: bool, keep_last_dense: bool, gamma: float = 1.0
+                          ) -> dict[str, nn.Module]:
+    """theta = m * w on every prunable layer; returns {name: module}."""
+    from ham.sparse.masks import prunable_layers
+
+    layers = dict(prunable_layers(model, keep_first_dense=keep_first_dense, keep_last_dense=keep_last_dense))
+    for module in layers.values():
+        register_product(module, gamma)
+    return layers
+
+
+def product_param_groups(layers: dict[str, nn.Module], *, decay_factors: bool) -> list[dict]:
+    """m never stepped by HAM; with decay_factors=False neither m nor w gets plain weight decay."""
+    ms = [factors(m)[0] for m in layers.values()]
+    if decay_factors:
+        return [{"params": ms, "ham": False}]
+    ws = [factors(m)[1] for m in layers.values()]
+    return [{"params": ms, "ham": False, "weight_decay": 0.0}, {"params": ws, "weight_decay": 0.0}]

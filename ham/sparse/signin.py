@@ -51,18 +51,12 @@ class SignIn(Sparsifier):
 
     def setup(self, model, schedule) -> None:
         super().setup(model, schedule)
-        self.layers = dict(M.prunable_layers(model, keep_first_dense=self.keep_first_dense,
-                                             keep_last_dense=self.keep_last_dense))
-        for module in self.layers.values():
-            reparam.register_product(module)
+        self.layers = reparam.reparameterize_layers(model, keep_first_dense=self.keep_first_dense,
+                                                    keep_last_dense=self.keep_last_dense)
         self.source.setup(model, schedule)  # masks act on w, the parametrization's original
 
     def param_group_overrides(self) -> list[dict[str, Any]]:
-        ms = [reparam.factors(m)[0] for m in self.layers.values()]
-        if self.weight_decay_form == "factors":
-            return [{"params": ms, "ham": False}]
-        ws = [reparam.factors(m)[1] for m in self.layers.values()]
-        return [{"params": ms, "ham": False, "weight_decay": 0.0}, {"params": ws, "weight_decay": 0.0}]
+        return reparam.product_param_groups(self.layers, decay_factors=self.weight_decay_form == "factors")
 
     def attach_optimizer(self, optimizer) -> None:
         super().attach_optimizer(optimizer)
