@@ -14,11 +14,13 @@ import torch.distributed as dist
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-PRUNABLE_TYPES = (nn.Conv2d, nn.Conv1d, nn.Linear)
+PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
 def prunable_layers(model: nn.Module, *, keep_first_dense: bool = False, keep_last_dense: bool = False
                     ) -> list[tuple[str, nn.Module]]:
+    """(name, module) of every conv/linear module in registration order; their `.weight` is what gets pruned.
+    keep_first_dense / keep_last_dense drop the first (stem conv) / last (classifier) of them from the list."""
     layers = [(n, m) for n, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)]
     if keep_first_dense and layers:
         layers = layers[1:]
@@ -38,17 +40,18 @@ def weight_of(module: nn.Module) -> Tensor:
 def topk_mask(scores: Tensor, k: int) -> Tensor:
     """Bool mask with exactly k True entries at the largest scores; ties at the threshold go to the lowest flat
     indices, so every rank and every rerun picks the same entries. O(n) selection (kthvalue), no full sort."""
-    flat = scores.flatten()
+    flat = scores.detach().flatten().float()
     n = flat.numel()
     if k <= 0:
         return torch.zeros_like(scores, dtype=torch.bool)
     if k >= n:
         return torch.ones_like(scores, dtype=torch.bool)
-    thr = torch.kthvalue(flat.float().cpu() if flat.device.type == "mps" else flat.float(), n - k + 1).values
-    above = flat > thr
-    missing = k - int(above.sum())
+    # the k-th largest value; kthvalue is missing on some backends (mps): select on the CPU there
+    src = flat if flat.device.type in ("cpu", "cuda") else flat.cpu()
+    thr = torch.kthvalue(src, n - k + 1).values.to(flat.device)
+    mask = flat > thr
+    missing = k - int(mask.sum())
     ties = torch.nonzero(flat == thr).flatten()[:missing]
-    mask = above.clone()
     mask[ties] = True
     return mask.view_as(scores)
 
@@ -62,24 +65,36 @@ def global_magnitude_masks(weights: dict[str, Tensor], sparsity: float) -> dict[
     keep = topk_mask(flat, n_keep)
     out, start = {}, 0
     for n, size in zip(names, sizes):
-        out[n] = keep[start:start + size].view_as(weights[n])
+        out[n] = keep[start:start + size].view_as(weights[n]).clone()  # own storage: checkpoints stay small
         start += size
     return out
 
 
 def layer_magnitude_masks(weights: dict[str, Tensor], densities: dict[str, float]) -> dict[str, Tensor]:
+    """Per-layer magnitude top-k: keep round(density * size) weights of each layer."""
     return {n: topk_mask(w.detach().abs(), int(round(densities[n] * w.numel()))) for n, w in weights.items()}
 
 
 # ------------------------------------------------------------------ applying masks
+def _weights_by_name(model_or_tensors: nn.Module | dict[str, Tensor], names: Iterable[str]) -> dict[str, Tensor]:
+    if isinstance(model_or_tensors, nn.Module):
+        return {n: weight_of(model_or_tensors.get_submodule(n)) for n in names}
+    return model_or_tensors
+
+
 @torch.no_grad()
-def apply_masks_(masks: dict[str, Tensor], tensors: dict[str, Tensor]) -> None:
+def apply_masks_(masks: dict[str, Tensor], model_or_tensors: nn.Module | dict[str, Tensor]) -> None:
+    """weight *= mask for every masked layer. `masks` is keyed by module name ("layer1.0.conv1"); the second
+    argument is the model, or a dict of the weight tensors keyed the same way."""
+    tensors = _weights_by_name(model_or_tensors, masks)
     for n, m in masks.items():
         tensors[n].mul_(m)
 
 
 @torch.no_grad()
-def mask_grads_(masks: dict[str, Tensor], tensors: dict[str, Tensor]) -> None:
+def mask_grads_(masks: dict[str, Tensor], model_or_tensors: nn.Module | dict[str, Tensor]) -> None:
+    """grad *= mask (grads of pruned weights become exactly zero; then momentum and decay add nothing)."""
+    tensors = _weights_by_name(model_or_tensors, masks)
     for n, m in masks.items():
         g = tensors[n].grad
         if g is not None:
@@ -98,7 +113,7 @@ def mask_optimizer_state_(optimizer: torch.optim.Optimizer | None, param: Tensor
 
 @torch.no_grad()
 def reset_optimizer_state_(optimizer: torch.optim.Optimizer | None, params: Iterable[Tensor]) -> None:
-    """Zero the shaped state of these params (e.g. momentum buffers after an Ac/Dc decompression)."""
+    """Zero the shaped state of these params (every state tensor shaped like the param)."""
     if optimizer is None:
         return
     for p in params:
@@ -107,41 +122,97 @@ def reset_optimizer_state_(optimizer: torch.optim.Optimizer | None, params: Iter
                 v.zero_()
 
 
+# first-moment ("momentum") state of the usual torch optimizers; second moments (exp_avg_sq) are not momentum
+MOMENTUM_KEYS = ("momentum_buffer", "exp_avg")
+
+
+@torch.no_grad()
+def reset_momentum_(optimizer: torch.optim.Optimizer | None, params: Iterable[Tensor] | None = None) -> int:
+    """Zero the momentum buffers of `params` (default: every parameter the optimizer holds state for).
+    Returns how many buffers were zeroed. Works through HAM/SAM wrappers: their `.state` is the base's."""
+    if optimizer is None:
+        return 0
+    targets = optimizer.state.keys() if params is None else params
+    n = 0
+    for p in list(targets):
+        for key in MOMENTUM_KEYS:
+            v = optimizer.state.get(p, {}).get(key)
+            if isinstance(v, Tensor):
+                v.zero_()
+                n += 1
+    return n
+
+
 def broadcast_masks_(masks: dict[str, Tensor]) -> None:
-    """Rank 0's masks everywhere (masks are computed from synced tensors already; this makes it certain)."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    """Rank 0's masks everywhere (masks are computed from synced tensors already; this makes it certain).
+    One broadcast of all masks packed as uint8 (gloo has no bool broadcast); a no-op without torch.distributed.
+    Every rank must call it with the same names and shapes (collective)."""
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1 or not masks:
         return
-    for n in sorted(masks):
-        t = masks[n].to(torch.uint8)
-        dist.broadcast(t, src=0)
-        masks[n].copy_(t.bool())
+    names = sorted(masks)
+    device = masks[names[0]].device
+    if dist.get_backend() == "nccl" and device.type != "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    elif dist.get_backend() == "gloo":
+        device = torch.device("cpu")
+    flat = torch.cat([masks[n].reshape(-1).to(device=device, dtype=torch.uint8) for n in names])
+    dist.broadcast(flat, src=0)
+    start = 0
+    for n in names:
+        size = masks[n].numel()
+        masks[n].copy_(flat[start:start + size].view(masks[n].shape).bool())
+        start += size
 
 
 # ------------------------------------------------------------------ effective weights
-def effective_state_dict(model: nn.Module) -> dict[str, Tensor]:
-    """Plain state_dict of the effective weights: parametrizations folded, keys as without them, on CPU."""
+def effective_state_dict(model: nn.Module, masks: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+    """Plain state_dict of the effective weights, detached copies on CPU: parametrizations folded (keys as
+    without them, "0.weight", never "0.parametrizations.weight.original"), then `masks` (keyed by module
+    name) applied to the "<name>.weight" entries. The model itself is not changed."""
+    model = getattr(model, "module", model)  # DDP / compile wrappers
+    model = getattr(model, "_orig_mod", model)
     if not any(parametrize.is_parametrized(m) for m in model.modules()):
-        return {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
-    clone = copy.deepcopy(model)
-    for m in clone.modules():
-        if parametrize.is_parametrized(m):
-            for name in list(m.parametrizations.keys()):
-                parametrize.remove_parametrizations(m, name, leave_parametrized=True)
-    return {k: v.detach().clone().cpu() for k, v in clone.state_dict().items()}
+        out = {k: v.detach().clone().cpu() for k, v in model.state_dict().items()}
+    else:
+        clone = copy.deepcopy(model)
+        for m in clone.modules():
+            if parametrize.is_parametrized(m):
+                for name in list(m.parametrizations.keys()):
+                    parametrize.remove_parametrizations(m, name, leave_parametrized=True)
+        out = {k: v.detach().clone().cpu() for k, v in clone.state_dict().items()}
+    for n, m in (masks or {}).items():
+        out[n + ".weight"].mul_(m.to(device="cpu", dtype=out[n + ".weight"].dtype))
+    return out
 
 
 @torch.no_grad()
 def sparsity_report(model_or_sd: nn.Module | dict[str, Tensor], layer_names: list[str] | None = None
                     ) -> dict[str, Any]:
-    """{"global": fraction of zeros over prunable weights, "layers": {name: sparsity}} of EFFECTIVE weights."""
+    """{"global": fraction of zeros over the prunable weights, "layers": {name: sparsity}} of the EFFECTIVE
+    weights (a parametrized module's `.weight` is its effective weight). Layers: `layer_names`, else every
+    conv/linear module (model) or every "<name>.weight" entry with ndim >= 2 (state_dict). Costs one
+    host-device sync in total (cheap enough for every log step)."""
     if isinstance(model_or_sd, nn.Module):
-        layers = prunable_layers(model_or_sd)
-        weights = {n: m.weight for n, m in layers}  # m.weight is the effective (parametrized) weight
+        model = getattr(model_or_sd, "module", model_or_sd)
+        names = layer_names or [n for n, _ in prunable_layers(model)]
+        weights = {n: model.get_submodule(n).weight for n in names}
     else:
         names = layer_names or [k[: -len(".weight")] for k, v in model_or_sd.items()
                                 if k.endswith(".weight") and v.ndim >= 2]
         weights = {n: model_or_sd[n + ".weight"] for n in names}
-    zeros = {n: int((w == 0).sum()) for n, w in weights.items()}
-    total = sum(w.numel() for w in weights.values())
-    return {"global": sum(zeros.values()) / max(1, total),
-            "layers": {n: zeros[n] / weights[n].numel() for n in weights}}
+    if not weights:
+        return {"global": 0.0, "layers": {}}
+    counts = torch.stack([(w == 0).sum() for w in weights.values()]).tolist()
+    sizes = [w.numel() for w in weights.values()]
+    return {"global": sum(counts) / max(1, sum(sizes)),
+            "layers": {n: c / size for n, c, size in zip(weights, counts, sizes)}}
+
+
+def plot_layer_sparsity(report: dict[str, Any], path) -> None:
+    """Save a PNG bar chart of the per-layer sparsity; `report` is sparsity_report's dict (or its "layers")."""
+    from pathlib import Path
+
+    from ham.train.plots import plot_layer_sparsity as _plot
+
+    layers = report["layers"] if isinstance(report.get("layers"), dict) else report
+    _plot(dict(layers), Path(path))
