@@ -28,12 +28,28 @@ def build_model(name: str, num_classes: int, *, in_chans: int = 3, img_size: int
         raise ConfigError(f"model.kwargs for {name!r} are not accepted: {e}") from None
 
 
-def first_and_last_layer(model: nn.Module) -> tuple[str, str]:
-    """Names of the first conv/patch-embedding module and of the classifier (keep_first/last_dense options)."""
+def classifier_and_first_layer(model: nn.Module) -> tuple[str, str]:
+    """(first layer name, classifier name), for the sparsifiers' keep_first_dense / keep_last_dense options.
+
+    First: the first Conv2d/Linear registered (ResNet `conv1`, ViT `patch_embed.proj`). Classifier: timm's
+    `get_classifier()` when the model has one, else the last Linear registered (torchvision `fc`, our nets).
+    """
+    names = {m: n for n, m in model.named_modules()}
     layers = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     if not layers:
         raise ValueError("model has no conv or linear layers")
-    return layers[0], layers[-1]
+    classifier = None
+    if hasattr(model, "get_classifier"):
+        classifier = names.get(model.get_classifier())
+    if classifier is None:
+        linears = [n for n, m in model.named_modules() if isinstance(m, nn.Linear)]
+        classifier = linears[-1] if linears else layers[-1]
+    return layers[0], classifier
 
 
-__all__ = ["MODEL_NAMES", "build_model", "first_and_last_layer"]
+def first_and_last_layer(model: nn.Module) -> tuple[str, str]:
+    """Older name of classifier_and_first_layer (same order: first layer, classifier)."""
+    return classifier_and_first_layer(model)
+
+
+__all__ = ["MODEL_NAMES", "build_model", "classifier_and_first_layer", "first_and_last_layer"]

@@ -7,7 +7,7 @@ from torch import nn
 
 
 class SmallCNN(nn.Module):
-    """conv-BN-ReLU x3 (one stride-2) + global pool + linear; ~60k parameters at width 32.
+    """conv-BN-ReLU x3 (one stride-2) + global pool + linear; 56.5k parameters at width 32.
 
     Small enough for a two-minute CPU run, but with everything HAM and the sparsifiers act on or must skip:
     conv weights (4-D), a linear weight (2-D), biases and BatchNorm parameters.
