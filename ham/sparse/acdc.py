@@ -7,11 +7,23 @@ warm-up `warmup_fraction` = 0.1, phase length `phase_fraction` = 0.05, last deco
 `last_dense_fraction` = 0.75, final compression at `final_fraction` = 0.85. Boundary epochs are
 floor(fraction * epochs + 0.5). `compress_epochs` / `decompress_epochs` override with explicit lists.
 
-Compression: one GLOBAL magnitude threshold over all prunable layers, hit at once (exact count). While
-compressed, pruned weights and their gradients are zero. Decompression: the mask becomes all ones, pruned weights
-restart from zero, and the momentum buffers are reset (the reference zeroes the optimizer's momentum at the first
-step after each decompression; we zero ALL shaped optimizer state of the pruned layers at the phase change,
-which is the same thing since no step happens in between).
+Rounding rule: every boundary is its own fraction of training, rounded half up: epoch = floor(f * epochs + 0.5).
+100 epochs -> compress [10, 20, 30, 40, 50, 60, 70, 85], decompress [15, 25, 35, 45, 55, 65, 75] (the reference's
+pruner epochs [10, 10, 71] + [85, 20, 100] and RestoreWeights epochs [15, 10, 66] + [75, 20, 86]); 200 epochs ->
+the same lists doubled; 150 epochs -> compress [15, 30, 45, 60, 75, 90, 105, 128], decompress [23, 38, 53, 68, 83,
+98, 113]. (The reference's own CIFAR-100 recipe is a different shape -- 20-epoch phases, compress 10, 50, ...,
+170 -- set it with the explicit lists if wanted.)
+
+Compression (reference: UnstructuredMagnitudePruner, one percentile over the concatenation of all modules'
+weights): one GLOBAL magnitude threshold over all prunable layers, hit at once and exactly (top-k, ties by
+index). While compressed, pruned weights, their gradients and their optimizer state are zero.
+Decompression (reference: RestoreWeights, "the pruned weights are reintroduced as zeros"): the mask becomes all
+ones and the pruned weights restart from zero. Momentum: the reference's ImageNet scripts pass
+--reset_momentum_after_recycling, which calls SGD.reset_momentum_buffer() -- zero the momentum_buffer of EVERY
+parameter of the optimizer (biases and BN too, not only the pruned entries) -- at the first optimizer step after
+each decompression. `reset_momentum="all"` (default) does exactly that at the phase change (no step happens in
+between, so it is the same); "pruned_layers" limits it to the prunable weights, "none" keeps momentum. Compression
+phases do not reset momentum (the reference only zeroes the pruned entries implicitly; we zero their state).
 """
 
 from __future__ import annotations
@@ -19,8 +31,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from ham.errors import ConfigError
 from ham.sparse import masks as M
 from ham.sparse.masked import MaskedSparsifier
+
+RESET_MOMENTUM = ("all", "pruned_layers", "none")
 
 
 def _epoch(fraction: float, epochs: int) -> int:
@@ -47,8 +62,6 @@ def acdc_phase_epochs(epochs: int, *, warmup_fraction: float = 0.1, phase_fracti
 
 def check_schedule(compress: list[int], decompress: list[int], epochs: int) -> None:
     """Phases must alternate strictly inside the run; raise ConfigError otherwise (e.g. too few epochs)."""
-    from ham.errors import ConfigError
-
     events = sorted([(e, "c") for e in compress] + [(e, "d") for e in decompress])
     ok = len({e for e, _ in events}) == len(events) and all(0 <= e < epochs for e, _ in events)
     ok = ok and all(a[1] != b[1] for a, b in zip(events, events[1:])) and events and events[0][1] == "c"
@@ -64,12 +77,23 @@ class AcDc(MaskedSparsifier):
     def __init__(self, sparsity: float = 0.9, warmup_fraction: float = 0.1, phase_fraction: float = 0.05,
                  last_dense_fraction: float = 0.75, final_fraction: float = 0.85,
                  compress_epochs: list[int] | None = None, decompress_epochs: list[int] | None = None,
-                 keep_first_dense: bool = False, keep_last_dense: bool = False):
+                 reset_momentum: str = "all", keep_first_dense: bool = False, keep_last_dense: bool = False):
         super().__init__(sparsity, keep_first_dense, keep_last_dense)
+        if reset_momentum not in RESET_MOMENTUM:
+            raise ConfigError(f"sparsifier.reset_momentum={reset_momentum!r} is not known; allowed: "
+                              f"{', '.join(RESET_MOMENTUM)}")
+        for key, f in (("warmup_fraction", warmup_fraction), ("phase_fraction", phase_fraction),
+                       ("last_dense_fraction", last_dense_fraction), ("final_fraction", final_fraction)):
+            if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f < 1 or (
+                    key == "phase_fraction" and f == 0):
+                raise ConfigError(f"sparsifier.{key}={f!r} is not allowed; it must be a number in "
+                                  f"{'(0, 1)' if key == 'phase_fraction' else '[0, 1)'}")
         self.fractions = dict(warmup_fraction=warmup_fraction, phase_fraction=phase_fraction,
                               last_dense_fraction=last_dense_fraction, final_fraction=final_fraction)
         self.explicit = (compress_epochs, decompress_epochs)
+        self.reset_momentum = reset_momentum
         self.compressed = False
+        self.last_epoch = -1  # the last epoch whose start was handled: a repeated call is a no-op
         self.events: list[tuple[int, str]] = []  # (epoch, "compress"/"decompress"), for logs and tests
 
     def setup(self, model, schedule) -> None:
@@ -79,23 +103,40 @@ class AcDc(MaskedSparsifier):
         self.decompress_epochs = list(self.explicit[1]) if self.explicit[1] is not None else d
         check_schedule(self.compress_epochs, self.decompress_epochs, schedule.epochs)
 
+    def phase_at(self, epoch: int) -> str:
+        """"dense" or "compressed" during `epoch` (from the schedule alone)."""
+        events = sorted([(e, "compressed") for e in self.compress_epochs] +
+                        [(e, "dense") for e in self.decompress_epochs])
+        phase = "dense"
+        for e, kind in events:
+            if e <= epoch:
+                phase = kind
+        return phase
+
     def on_epoch_start(self, epoch: int) -> None:
+        if epoch == self.last_epoch:
+            return
+        self.last_epoch = epoch
         if epoch in self.compress_epochs:
             self.set_masks(M.global_magnitude_masks(self.weights(), self.sparsity))
             self.compressed = True
             self.events.append((epoch, "compress"))
         elif epoch in self.decompress_epochs and self.compressed:
-            # all ones again: pruned weights restart from their zero value; momentum restarts from zero
-            M.reset_optimizer_state_(self.optimizer, self.weights().values())
+            # all ones again: pruned weights restart from their zero value (they are zero already)
             self.clear_masks()
             self.compressed = False
+            if self.reset_momentum == "all":
+                M.reset_momentum_(self.optimizer)
+            elif self.reset_momentum == "pruned_layers":
+                M.reset_momentum_(self.optimizer, self.weights().values())
             self.events.append((epoch, "decompress"))
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "compressed": self.compressed,
+        return {**super().state_dict(), "compressed": self.compressed, "last_epoch": self.last_epoch,
                 "events": [[e, k] for e, k in self.events]}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
         self.compressed = bool(state["compressed"])
+        self.last_epoch = int(state.get("last_epoch", -1))
         self.events = [(int(e), str(k)) for e, k in state.get("events", [])]

@@ -2,9 +2,12 @@
 
 uniform   every layer gets density 1 - s
 erk       Erdos-Renyi-Kernel (RigL, Evci et al. 2020): density_l proportional to sum(shape_l) / prod(shape_l),
-          scaled so the total matches; a layer whose density would exceed 1 is made dense and the rest rescaled
-          (iteratively), as in google-research/rigl's sparse_utils
-balanced  the same number of non-zeros in every layer (capped at the layer's size, excess redistributed)
+          scaled so the total matches; while the largest scaled density exceeds 1, the layer(s) with the largest
+          raw density are made dense and the scale is solved again for the rest -- one layer at a time, as
+          google-research/rigl's sparse_utils.get_sparsities_erdos_renyi does (making every over-full layer
+          dense at once could densify layers that fit after the first rescale)
+balanced  the same number of non-zeros in every layer (Gadhikar et al. 2023); a layer too small for its share
+          is dense and the rest is shared by the others (same fix-up loop)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ DISTRIBUTIONS = ("uniform", "erk", "balanced")
 
 def layer_densities(shapes: dict[str, tuple[int, ...]], sparsity: float, distribution: str = "erk"
                     ) -> dict[str, float]:
+    """Density (fraction kept) per layer with sum(density_l * size_l) = (1 - sparsity) * sum(size_l)."""
     if distribution not in DISTRIBUTIONS:
         raise ConfigError(f"sparsifier.distribution={distribution!r} is not known; allowed: "
                           f"{', '.join(DISTRIBUTIONS)}")
@@ -33,11 +37,13 @@ def layer_densities(shapes: dict[str, tuple[int, ...]], sparsity: float, distrib
     while True:
         budget = total_keep - sum(sizes[n] for n in dense)
         free = [n for n in shapes if n not in dense]
-        eps = budget / sum(raw[n] * sizes[n] for n in free)
-        over = [n for n in free if eps * raw[n] > 1.0]
-        if not over:
+        if not free:
             break
-        dense.update(over)
+        eps = budget / sum(raw[n] * sizes[n] for n in free)
+        top = max(raw[n] for n in free)
+        if eps * top <= 1.0:
+            break
+        dense.update(n for n in free if raw[n] == top)
     return {n: 1.0 if n in dense else eps * raw[n] for n in shapes}
 
 

@@ -9,7 +9,8 @@ from typing import Any
 from ham.errors import ConfigError
 from ham.sparse.base import Sparsifier
 
-# name -> "module:Class", imported lazily
+# name -> "module:Class", imported lazily (a sparsifier's heavy imports are paid only when it is chosen).
+# To add one: a line here, a Sparsifier subclass in its module, a configs/sparsifier/<name>.yaml.
 _REGISTRY = {
     "dense": "ham.sparse.base:Sparsifier",
     "random": "ham.sparse.random_pai:RandomPaI",
@@ -32,7 +33,7 @@ def sparsifier_class(name: str) -> type[Sparsifier]:
 def build_sparsifier(name: str, **options: Any) -> Sparsifier:
     cls = sparsifier_class(name)
     sparsity = options.get("sparsity", 0.0)
-    if not isinstance(sparsity, (int, float)) or not 0 <= sparsity < 1:
+    if not isinstance(sparsity, (int, float)) or isinstance(sparsity, bool) or not 0 <= sparsity < 1:
         raise ConfigError(f"sparsifier.sparsity={sparsity!r} is not allowed; it must be a number in [0, 1)")
     accepted = inspect.signature(cls.__init__).parameters
     if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):

@@ -1,15 +1,31 @@
 """RigL (Evci et al. 2020, google-research/rigl): dynamic sparse training with gradient-based regrowth.
 
-- Initial masks: random, with ERK (default) or uniform layer densities and exact counts.
-- Every `delta_t` steps (default 100) while step < t_end = `end_fraction` (0.75) x total steps: drop fraction
-  a_t = a/2 (1 + cos(pi t / t_end)) with a = `drop_fraction` (0.3). Per layer: drop the floor(a_t * active)
-  active weights of smallest magnitude, then grow as many with the largest DENSE gradient magnitude among the
-  weights that are not active after the drop (so a just-dropped weight may be regrown, as in the reference,
-  which scores every non-kept connection by its gradient).
-- Grown weights start at zero, with zeroed optimizer state; the optimizer update is SKIPPED on mask-update steps
-  (the reference runs the mask update instead of apply_gradients on those steps).
-- The dense gradient is free: masks zero the weights, not the graph, so p.grad is dense; it is read in
-  before_step on update steps only (after DDP's all-reduce, so every rank computes the same masks).
+Facts taken from the reference (rigl/sparse_optimizers_base.py, SparseRigLOptimizerBase; imagenet_train_eval.py):
+- Initial masks: random, with ERK (default) or uniform layer densities and exact counts (mask_init_method
+  "random" + erdos_renyi_kernel sparsities).
+- Update steps: every `delta_t` steps (default 100, reference maskupdate_frequency=100) while step < t_end =
+  `end_fraction` (0.75) x total steps. Drop fraction a_t = a/2 (1 + cos(pi t / t_end)), a = `drop_fraction` (0.3):
+  the reference's drop_fraction_anneal="cosine" = cosine_decay(a, global_step, end_step - begin_step), begin 0.
+- Per layer: n_drop = floor(a_t * active) (reference: int cast of n_ones * drop_fraction); keep the
+  active - n_drop active weights of largest |w|; grow n_drop connections of largest |dense grad| among all that
+  are NOT kept -- so a just-dropped weight can be regrown in the same update, as in the reference (its grow
+  scores of kept entries are lifted below the minimum, nothing else is excluded).
+- Grown weights start at zero (grow_init="zeros") with zeroed optimizer state (reference reset_momentum over all
+  optimizer slots). With the reference's reinit_when_same=False, a weight dropped and regrown in the same update
+  is NOT a new connection: it keeps its value and state; we do the same.
+- The optimizer update is SKIPPED on mask-update steps (the reference's cond(is_mask_update_iter,
+  mask_update_op, apply_gradient_op)); before_step returns False.
+Where we differ, on purpose:
+- Ties: the reference adds N(0, 1e-5) noise to the drop scores; we break ties by flat index (exact, identical on
+  every rank without an RNG). Only active weights compete to be kept (the noise could, in principle, keep an
+  inactive zero over an active weight smaller than ~1e-5; we never do).
+- Our `step` counts skipped steps; the reference's global step does not advance on update iterations, and it
+  also updates at step 0. We update at delta_t, 2 delta_t, ... (no update before any training step).
+- Dropped weights are set to zero with zeroed optimizer state (the reference keeps them behind a mask); with
+  masks applied by zeroing, that is what keeps them exactly zero.
+The dense gradient is free: masks zero the weights, not the graph, so p.grad is dense; it is read in
+before_step on update steps only (after DDP's all-reduce, so every rank computes the same masks; masks are
+broadcast from rank 0 anyway).
 """
 
 from __future__ import annotations
@@ -19,7 +35,9 @@ from typing import Any
 
 import torch
 
+from ham.errors import ConfigError
 from ham.sparse import masks as M
+from ham.sparse.distributions import layer_densities
 from ham.sparse.masked import MaskedSparsifier
 from ham.sparse.random_pai import random_masks
 
@@ -35,15 +53,20 @@ class RigL(MaskedSparsifier):
                  drop_fraction: float = 0.3, end_fraction: float = 0.75, seed: int = 0,
                  keep_first_dense: bool = False, keep_last_dense: bool = False):
         super().__init__(sparsity, keep_first_dense, keep_last_dense)
-        if delta_t < 1 or not 0 < drop_fraction <= 1 or not 0 < end_fraction <= 1:
-            raise ValueError("rigl needs delta_t >= 1, 0 < drop_fraction <= 1, 0 < end_fraction <= 1")
+        if not isinstance(delta_t, int) or isinstance(delta_t, bool) or delta_t < 1:
+            raise ConfigError(f"sparsifier.delta_t={delta_t!r} is not allowed; it must be an integer >= 1")
+        for key, v in (("drop_fraction", drop_fraction), ("end_fraction", end_fraction)):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1:
+                raise ConfigError(f"sparsifier.{key}={v!r} is not allowed; it must be a number in (0, 1]")
+        layer_densities({"x": (1, 1)}, 0.0, distribution)  # validate the name early
         self.distribution, self.delta_t, self.drop_fraction = distribution, int(delta_t), float(drop_fraction)
         self.end_fraction, self.seed = float(end_fraction), int(seed)
-        self.updates: list[dict[str, Any]] = []  # per update: step, a_t, dropped/grown counts (tests, logs)
+        self.updates: list[dict[str, Any]] = []  # per update: step, a_t, per-layer counts (tests, logs)
+        self.n_updates = 0
 
     def setup(self, model, schedule) -> None:
         super().setup(model, schedule)
-        self.t_end = int(self.end_fraction * schedule.total_steps)
+        self.t_end = max(1, int(self.end_fraction * schedule.total_steps))
         device = next(iter(self.weights().values())).device
         self.set_masks(random_masks(self.shapes(), self.sparsity, self.distribution, self.seed, device))
 
@@ -77,10 +100,16 @@ class RigL(MaskedSparsifier):
             new = kept | grown
             new_masks[n] = new
             w[grown & ~mask] = 0.0  # regrown connections start at zero
-            record["layers"][n] = {"dropped": int((mask & ~new).sum()), "grown": int((new & ~mask).sum()),
-                                   "active": active}
-        self.set_masks(new_masks)
+            # n_drop counts every drop (also those regrown at once); dropped/grown: net changes of the mask
+            record["layers"][n] = {"active": active, "n_drop": k, "dropped": int((mask & ~new).sum()),
+                                   "grown": int((new & ~mask).sum())}
+        self.set_masks(new_masks)  # zeroes pruned weights and the optimizer state of dropped and new entries
         self.updates.append(record)
+        self.n_updates += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "n_updates": len(self.updates)}
+        return {**super().state_dict(), "n_updates": self.n_updates}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.n_updates = int(state.get("n_updates", 0))
