@@ -1,7 +1,12 @@
-"""Datasets: imagenet (ImageFolder), cifar100 (torchvision), digits (scikit-learn, embedded), synthetic."""
+"""Datasets: imagenet (ImageFolder), cifar100 (torchvision's files), digits (bundled with scikit-learn), synthetic.
+
+Every dataset yields (float image tensor [C, H, W], normalised; int label). Random augmentation draws from the
+global torch / python / numpy RNGs, which ham.data.loader seeds per batch (reproducible, resumable).
+"""
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -9,6 +14,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ham.data.loader import mix_seed
 from ham.errors import ConfigError
 
 DATASET_NAMES = ("imagenet", "cifar100", "digits", "synthetic")
@@ -19,6 +25,7 @@ CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 @dataclass(frozen=True)
 class DatasetInfo:
+    """What the trainer needs to build the model and schedule (sizes are counts of images)."""
     name: str
     num_classes: int
     in_chans: int
@@ -27,72 +34,86 @@ class DatasetInfo:
     val_size: int
 
 
-def check_dataset(name: str, data_dir: str | None) -> None:
-    """Cheap existence check, no side effects; raises ConfigError with one line."""
+def check_dataset(name: str, data_dir: str | None, *, download: bool = False) -> None:
+    """Cheap existence check with no side effects; raises ConfigError with one line.
+
+    With download=True a missing CIFAR-100 is not an error (build_datasets fetches it), but data_dir must be set.
+    """
     if name not in DATASET_NAMES:
         raise ConfigError(f"dataset.name={name!r} is not known; allowed: {', '.join(DATASET_NAMES)}")
     if name in ("digits", "synthetic"):
         return
     if not data_dir:
-        raise ConfigError(f"data_dir is not set; dataset {name} needs it (data_dir=/path or env HAM_DATA_DIR)")
+        raise ConfigError(f"data_dir is not set; dataset.name={name} needs it (data_dir=/path or env HAM_DATA_DIR)")
     root = Path(data_dir)
     if name == "cifar100":
         need = root / "cifar-100-python" / "train"
-        if not need.is_file():
-            raise ConfigError(f"data_dir={data_dir} has no CIFAR-100 (expected {need}); get it with "
+        if not download and not need.is_file():
+            raise ConfigError(f"data_dir={str(data_dir)!r} has no CIFAR-100 (expected {need}); download it with "
                               f"dataset.download=true or from {CIFAR_URL} (extract into data_dir)")
     elif name == "imagenet":
         for split in ("train", "val"):
             d = root / split
             if not d.is_dir() or not any(p.is_dir() for p in d.iterdir()):
-                raise ConfigError(f"data_dir={data_dir} has no ImageNet {split} split (expected class folders in "
-                                  f"{d}); download ILSVRC2012 from image-net.org and arrange it as "
-                                  f"data_dir/{{train,val}}/<class>/<image>.JPEG")
-
-
-def _allow_download(name: str, data_dir: str | None, download: bool) -> None:
-    if download and name == "cifar100":
-        return
-    check_dataset(name, data_dir)
+                raise ConfigError(f"data_dir={str(data_dir)!r} has no ImageNet {split} split (expected class "
+                                  f"folders in {d}); download ILSVRC2012 from https://image-net.org and arrange "
+                                  f"it as data_dir/{{train,val}}/<class>/<image>.JPEG")
 
 
 def build_datasets(name: str, data_dir: str | None, *, img_size: int | None = None, augment: bool = True,
                    download: bool = False, **options: Any) -> tuple[Dataset, Dataset, DatasetInfo]:
-    _allow_download(name, data_dir, download)
+    """(train, val, info). img_size=None means the dataset's native size (imagenet 224, cifar100 32, digits 8,
+    synthetic 32). `options` are dataset-specific keyword arguments (the config's dataset.options)."""
+    check_dataset(name, data_dir, download=download)
     builder = {"imagenet": _imagenet, "cifar100": _cifar100, "digits": _digits, "synthetic": _synthetic}[name]
-    try:
-        return builder(data_dir, img_size=img_size, augment=augment, download=download, **options)
-    except TypeError as e:
-        raise ConfigError(f"dataset.options for {name} are not accepted: {e}") from None
+    allowed = [p for p in inspect.signature(builder).parameters if p not in ("data_dir", "img_size", "augment",
+                                                                            "download")]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ConfigError(f"dataset.options {unknown} are not known for {name}; allowed: "
+                          f"{', '.join(allowed) or '(none)'}")
+    return builder(data_dir, img_size=img_size, augment=augment, download=download, **options)
 
 
 # ------------------------------------------------------------------ ImageNet
 def imagenet_transforms(img_size: int, augment: bool, *, auto_augment: str | None = None, re_prob: float = 0.0,
-                        interpolation: str = "bilinear", crop_pct: float = 0.875):
+                        re_mode: str = "pixel", color_jitter: float = 0.4, interpolation: str | None = None,
+                        crop_pct: float = 0.875):
+    """(train, val) transforms. Default train: RandomResizedCrop + horizontal flip (torchvision, bilinear).
+    With auto_augment or re_prob set: timm's DeiT-style pipeline (RandomResizedCrop, flip, RandAugment/color
+    jitter, random erasing; bicubic). Val: resize the short side to img_size / crop_pct, center crop."""
     from torchvision import transforms as T
 
-    if auto_augment or re_prob:
-        from timm.data import create_transform  # DeiT recipe: RandAugment + random erasing
+    timm_recipe = bool(auto_augment or re_prob)
+    interpolation = interpolation or ("bicubic" if timm_recipe else "bilinear")
+    mode = T.InterpolationMode(interpolation)
+    norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if timm_recipe:
+        from timm.data import create_transform
 
         train = create_transform(img_size, is_training=True, auto_augment=auto_augment, re_prob=re_prob,
-                                 interpolation="bicubic", mean=IMAGENET_MEAN, std=IMAGENET_STD)
+                                 re_mode=re_mode, color_jitter=color_jitter, interpolation=interpolation,
+                                 mean=IMAGENET_MEAN, std=IMAGENET_STD)
     else:
-        train = T.Compose([T.RandomResizedCrop(img_size), T.RandomHorizontalFlip(), T.ToTensor(),
-                           T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
-    val = T.Compose([T.Resize(int(round(img_size / crop_pct))), T.CenterCrop(img_size), T.ToTensor(),
-                     T.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+        train = T.Compose([T.RandomResizedCrop(img_size, interpolation=mode), T.RandomHorizontalFlip(), *norm])
+    val = T.Compose([T.Resize(int(round(img_size / crop_pct)), interpolation=mode), T.CenterCrop(img_size), *norm])
     return (train if augment else val), val
 
 
-def _imagenet(data_dir, *, img_size=None, augment=True, download=False, **options):
+def _imagenet(data_dir, *, img_size=None, augment=True, download=False, auto_augment: str | None = None,
+              re_prob: float = 0.0, re_mode: str = "pixel", color_jitter: float = 0.4,
+              interpolation: str | None = None, crop_pct: float = 0.875):
     from torchvision.datasets import ImageFolder
 
     img_size = img_size or 224
-    train_tf, val_tf = imagenet_transforms(img_size, augment, **options)
+    train_tf, val_tf = imagenet_transforms(img_size, augment, auto_augment=auto_augment, re_prob=re_prob,
+                                           re_mode=re_mode, color_jitter=color_jitter, interpolation=interpolation,
+                                           crop_pct=crop_pct)
     train = ImageFolder(str(Path(data_dir) / "train"), transform=train_tf)
     val = ImageFolder(str(Path(data_dir) / "val"), transform=val_tf)
     if train.classes != val.classes:
-        raise ConfigError(f"data_dir={data_dir}: train and val have different class folders")
+        raise ConfigError(f"data_dir={str(data_dir)!r}: train and val have different class folders "
+                          f"({len(train.classes)} vs {len(val.classes)})")
     return train, val, DatasetInfo("imagenet", len(train.classes), 3, img_size, len(train), len(val))
 
 
@@ -128,17 +149,31 @@ def _cifar100(data_dir, *, img_size=None, augment=True, download=False):
     train_tf = T.Compose([*resize, T.RandomCrop(img_size, padding=4), T.RandomHorizontalFlip(), *norm]) \
         if augment else T.Compose([*resize, *norm])
     val_tf = T.Compose([*resize, *norm])
-    train = CIFAR100(str(data_dir), train=True, transform=train_tf, download=download)
-    val = CIFAR100(str(data_dir), train=False, transform=val_tf, download=download)
+    try:
+        train = CIFAR100(str(data_dir), train=True, transform=train_tf, download=download)
+        val = CIFAR100(str(data_dir), train=False, transform=val_tf, download=download)
+    except OSError as e:  # no network, a proxy, a full disk: say what to do instead of a urllib traceback
+        if not download:
+            raise
+        msg = str(e).replace("\n", " ")
+        raise ConfigError(f"dataset.download=true could not fetch CIFAR-100 from {CIFAR_URL} into "
+                          f"data_dir={str(data_dir)!r} ({type(e).__name__}: {msg}); download and extract it by "
+                          f"hand") from None
     return train, val, DatasetInfo("cifar100", 100, 3, img_size, len(train), len(val))
 
 
-# ------------------------------------------------------------------ digits (embedded, real)
-class TensorImages(Dataset):
-    """Images already as a float tensor [N, C, H, W]; optional random shift by up to `shift` pixels."""
+# ------------------------------------------------------------------ digits (bundled with scikit-learn, real)
+DIGITS_SPLIT_SEED = 1234  # the train/val split is fixed, independent of the run's seed
 
-    def __init__(self, x: torch.Tensor, y: torch.Tensor, shift: int = 0):
-        self.x, self.y, self.shift = x, y, shift
+
+class TensorImages(Dataset):
+    """Images already as a float tensor [N, C, H, W]; optional random shift by up to `shift` pixels per axis,
+    filling the uncovered border with `fill` (uses the global torch RNG, which the loader seeds per batch)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, shift: int = 0, fill: float = 0.0,
+                 source_index: torch.Tensor | None = None):
+        self.x, self.y, self.shift, self.fill = x, y, shift, fill
+        self.source_index = source_index  # row in the original data set (lets tests check the split)
 
     def __len__(self) -> int:
         return len(self.y)
@@ -147,42 +182,53 @@ class TensorImages(Dataset):
         img = self.x[i]
         if self.shift:
             dx, dy = torch.randint(-self.shift, self.shift + 1, (2,)).tolist()
-            img = torch.roll(img, shifts=(dy, dx), dims=(1, 2))
-            # zero what rolled over the border (a shift, not a rotation of the content)
-            if dy > 0:
-                img[:, :dy] = 0
-            elif dy < 0:
-                img[:, dy:] = 0
-            if dx > 0:
-                img[:, :, :dx] = 0
-            elif dx < 0:
-                img[:, :, dx:] = 0
+            img = shift_image(img, dy, dx, self.fill)
         return img, int(self.y[i])
 
 
-def _digits(data_dir, *, img_size=None, augment=True, download=False, val_fraction: float = 0.2):
-    from sklearn.datasets import load_digits
+def shift_image(img: torch.Tensor, dy: int, dx: int, fill: float = 0.0) -> torch.Tensor:
+    """Translate [C, H, W] by (dy, dx) pixels (positive: down/right); the uncovered border gets `fill`."""
+    out = torch.full_like(img, fill)
+    h, w = img.shape[-2:]
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        img[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
 
-    d = load_digits()
-    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-    y = torch.tensor(d.target, dtype=torch.int64)
-    # deterministic stratified split, independent of the run's seed
-    g = torch.Generator().manual_seed(1234)
+
+def digits_split(y: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stratified (per class) train/val indices, a fixed function of the labels and val_fraction."""
+    g = torch.Generator().manual_seed(DIGITS_SPLIT_SEED)
     train_idx, val_idx = [], []
-    for c in range(10):
+    for c in range(int(y.max()) + 1):
         idx = torch.nonzero(y == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
         n_val = int(round(len(idx) * val_fraction))
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
-    tr, va = torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+    return torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+
+
+def _digits(data_dir, *, img_size=None, augment=True, download=False, val_fraction: float = 0.2,
+            shift: int = 1):
+    from sklearn.datasets import load_digits
+
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"dataset.options.val_fraction={val_fraction} is not allowed; allowed: 0 < value < 1")
+    d = load_digits()
+    x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(d.target, dtype=torch.int64)
+    tr, va = digits_split(y, val_fraction)
+    # normalise with the training split's pixel statistics (mean 0.3057, std 0.3764 of ink/16 at the default
+    # split); shifts fill the border with the normalised background (ink 0)
     mean, std = x[tr].mean(), x[tr].std()
     x = (x - mean) / std
+    background = float(-mean / std)
     if img_size and img_size != 8:
         x = torch.nn.functional.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
     size = img_size or 8
-    train = TensorImages(x[tr].clone(), y[tr].clone(), shift=1 if augment else 0)
-    val = TensorImages(x[va].clone(), y[va].clone())
+    train = TensorImages(x[tr].clone(), y[tr].clone(), shift=shift if augment else 0, fill=background,
+                         source_index=tr)
+    val = TensorImages(x[va].clone(), y[va].clone(), source_index=va)
     return train, val, DatasetInfo("digits", 10, 1, size, len(train), len(val))
 
 
@@ -191,13 +237,15 @@ class SyntheticImages(Dataset):
     """Deterministic random images: item i is a function of (seed, i) only; label i % num_classes."""
 
     def __init__(self, n: int, num_classes: int, in_chans: int, img_size: int, seed: int):
+        if n < 1 or num_classes < 1:
+            raise ConfigError(f"synthetic dataset needs size >= 1 and num_classes >= 1, got {n}, {num_classes}")
         self.n, self.num_classes, self.shape, self.seed = n, num_classes, (in_chans, img_size, img_size), seed
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, i: int):
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + i)
+        g = torch.Generator().manual_seed(mix_seed(self.seed, i))
         label = i % self.num_classes
         img = torch.randn(self.shape, generator=g) + 0.5 * label / self.num_classes  # weakly learnable
         return img, label
