@@ -1,65 +1,241 @@
-"""Metrics (L1, sign flips), sinks (jsonl truncation, progress bar), plots."""
+"""Training/eval metrics: sign flips (bit-packed snapshots), L1, sparsity, top-k, running means, throughput."""
 
-import json
+import io
+import math
 
+import pytest
 import torch
 
-from ham.train.metrics import SignTracker, l1_norm
-from ham.train.plots import plot_curves
-from ham.train.reporting import JsonlSink, ProgressBar, format_summary_table
+from ham.train import metrics
+from ham.train.metrics import (EvalAccumulator, RunningMean, SignTracker, Throughput, accuracy_topk, l1_norm,
+                               sparsity)
 
 
-def test_l1_norm_is_mean_abs():
-    a, b = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.0, 3.0, -4.0, 1.0]])
-    assert l1_norm([a, b]) == (1 + 2 + 0 + 3 + 4 + 1) / 6
+# ------------------------------------------------------------------------------------------------ bit packing
+@pytest.mark.parametrize("n", [1, 7, 63, 64, 65, 1000, 4099])
+def test_packed_popcount_matches_bool_count(n):
+    g = torch.Generator().manual_seed(n)
+    a = torch.rand(n, generator=g) < 0.5
+    b = torch.rand(n, generator=g) < 0.3
+    pa, pb = metrics._pack_bits(a), metrics._pack_bits(b)
+    assert pa.dtype == torch.uint8 and pa.numel() == 8 * math.ceil(n / 64)
+    assert metrics._popcount(pa).item() == a.sum().item()
+    assert metrics._popcount(pa & pb).item() == (a & b).sum().item()
+    assert metrics._popcount(pa | pb).item() == (a | b).sum().item()
 
 
+def test_popcount_of_all_ones_uses_the_sign_bit_correctly():
+    ones = torch.ones(640, dtype=torch.bool)  # every int64 word is -1: the arithmetic-shift edge case
+    assert metrics._popcount(metrics._pack_bits(ones)).item() == 640
+
+
+# ------------------------------------------------------------------------------------------------ sign flips
 def test_sign_tracker_counts_strict_flips_only():
     w = torch.tensor([1.0, -1.0, 2.0, 0.5, -0.3, 0.0])
     t = SignTracker([w])
-    assert all(s.dtype == torch.int8 and s.element_size() == 1 for s in t.init + t.prev)
-    w.copy_(torch.tensor([-1.0, -1.0, 0.0, 0.5, 0.3, 1.0]))  # flips: idx 0 and 4; idx 2 -> 0 and idx 5 from 0: no
+    # idx 0: + -> - (flip); idx 4: - -> + (flip); idx 2: + -> 0 (not a flip); idx 5: 0 -> + (not a flip)
+    w.copy_(torch.tensor([-1.0, -1.0, 0.0, 0.5, 0.3, 1.0]))
     assert t.update() == {"train/sign_flips": 2 / 6, "train/sign_flips_init": 2 / 6}
-    w.copy_(torch.tensor([1.0, -1.0, 0.0, 0.5, 0.3, 1.0]))  # idx 0 flips back
-    out = t.update()
-    assert out["train/sign_flips"] == 1 / 6 and out["train/sign_flips_init"] == 1 / 6
+    # idx 0 flips back (a flip since the last log, but equal to its init sign); idx 2: 0 -> - (not a flip since
+    # the last log, which saw 0, but a flip against its initial +)
+    w.copy_(torch.tensor([1.0, -1.0, -3.0, 0.5, 0.3, 1.0]))
+    assert t.update() == {"train/sign_flips": 1 / 6, "train/sign_flips_init": 2 / 6}
+    assert t.update() == {"train/sign_flips": 0.0, "train/sign_flips_init": 2 / 6}  # nothing changed
 
 
-def test_sign_tracker_state_round_trip():
+def test_sign_tracker_over_several_tensors_matches_brute_force():
+    g = torch.Generator().manual_seed(0)
+    params = [torch.randn(s, generator=g) for s in [(3, 5), (64, 64), (7,), (2, 3, 11, 13)]]
+    init = [torch.sign(p).clone() for p in params]
+    t = SignTracker(params)
+    for _ in range(3):
+        prev = [torch.sign(p).clone() for p in params]
+        for p in params:
+            p.add_(0.7 * torch.randn(p.shape, generator=g))
+            p[torch.rand(p.shape, generator=g) < 0.1] = 0.0  # some pruned
+        n = sum(p.numel() for p in params)
+        want_prev = sum(((torch.sign(p) * s) < 0).sum().item() for p, s in zip(params, prev)) / n
+        want_init = sum(((torch.sign(p) * s) < 0).sum().item() for p, s in zip(params, init)) / n
+        got = t.update()
+        assert got["train/sign_flips"] == want_prev and got["train/sign_flips_init"] == want_init
+        assert 0 < want_prev < 1
+
+
+def test_sign_tracker_snapshots_cost_a_quarter_byte_per_weight():
+    params = [torch.randn(256, 64), torch.randn(1000)]
+    t = SignTracker(params)
+    n = sum(p.numel() for p in params)
+    assert all(s.dtype == torch.uint8 for s in (*t.init, *t.prev))
+    # 2 snapshots x 2 bit planes x 1 bit, padded to 64 weights per tensor
+    assert t.snapshot_nbytes() == 4 * sum(8 * math.ceil(p.numel() / 64) for p in params)
+    assert t.snapshot_nbytes() <= 0.5 * n + 4 * 8 * len(params)
+
+
+def test_sign_tracker_state_round_trip_is_weights_only_safe():
     w = torch.randn(100)
     t = SignTracker([w])
     w.neg_()
-    sd = t.state_dict()
-    t2 = SignTracker([w])  # a fresh tracker would call everything unflipped...
-    t2.load_state_dict(sd)  # ...but the restored one remembers the original signs
-    assert t2.update()["train/sign_flips_init"] == (w != 0).float().mean().item()
+    t.update()
+    buf = io.BytesIO()
+    torch.save(t.state_dict(), buf)
+    buf.seek(0)
+    sd = torch.load(buf, weights_only=True)
+    t2 = SignTracker([w])  # a fresh tracker would see no flips at all ...
+    t2.load_state_dict(sd)  # ... the restored one remembers the initial signs and the last log's
+    w[:10].neg_()
+    out = t2.update()
+    assert out["train/sign_flips"] == 10 / 100
+    assert out["train/sign_flips_init"] == 90 / 100
 
 
-def test_jsonl_truncates_lines_after_resume_step(tmp_path):
-    p = tmp_path / "m.jsonl"
-    s = JsonlSink(p)
-    for step in (10, 20, 30):
-        s.log({"step": step, "train/loss": 1.0})
-    with open(p, "a") as f:
-        f.write('{"step": 40, "trunc')  # a line cut by a crash
-    JsonlSink(p, resume_step=20)
-    assert [json.loads(line)["step"] for line in p.read_text().splitlines()] == [10, 20]
+def test_sign_tracker_loads_old_int8_checkpoints():
+    w = torch.tensor([1.0, -2.0, 3.0, 0.0])
+    old = {"init": [torch.tensor([1, 1, -1, 1], dtype=torch.int8)],
+           "prev": [torch.tensor([1, -1, 1, 0], dtype=torch.int8)]}
+    t = SignTracker([w])
+    t.load_state_dict(old)
+    assert t.update() == {"train/sign_flips": 0.0, "train/sign_flips_init": 2 / 4}
 
 
-def test_progress_without_tty_prints_plain_lines(capsys):
-    bar = ProgressBar(total=100, initial=0, enabled=True, tty=False)
-    for _ in range(100):
-        bar.update(1)
-    err = capsys.readouterr().err
-    assert "\r" not in err and 15 <= err.count("step ") <= 21
+def test_sign_tracker_rejects_state_of_other_parameters():
+    t = SignTracker([torch.randn(10)])
+    with pytest.raises(ValueError, match="10"):
+        t.load_state_dict(SignTracker([torch.randn(20)]).state_dict())
 
 
-def test_plot_and_summary_table(tmp_path):
-    p = tmp_path / "m.jsonl"
-    rows = [{"step": i, "train/loss": 1.0 / i, "lr": 0.1, "train/l1_norm": 0.5} for i in range(1, 20)]
-    rows.append({"step": 19, "val/top1": 90.0})
-    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = tmp_path / "c.png"
-    assert plot_curves(p, out) and out.stat().st_size > 1000
-    table = format_summary_table({"val/top1": 91.5, "train/loss": 0.1, "steps": 19})
-    assert "91.50" in table and "steps" in table
+def test_sign_tracker_with_nothing_to_track():
+    t = SignTracker([])
+    assert t.update() == {"train/sign_flips": 0.0, "train/sign_flips_init": 0.0}
+    t.load_state_dict(t.state_dict())
+
+
+# ------------------------------------------------------------------------------------------------ weights
+def test_l1_norm_is_mean_abs_over_all_tensors():
+    a, b = torch.tensor([[1.0, -2.0]]), torch.tensor([[0.0, 3.0, -4.0, 1.5]])
+    assert l1_norm([a, b]) == (1 + 2 + 0 + 3 + 4 + 1.5) / 6
+    assert l1_norm([]) == 0.0
+
+
+def test_sparsity_global_and_per_layer():
+    w = {"conv": torch.tensor([[0.0, 1.0], [0.0, 0.0]]), "fc": torch.tensor([0.0, 2.0, 3.0, 4.0, 5.0, -0.0])}
+    rep = sparsity(w)
+    assert rep["global"] == 5 / 10
+    assert rep["layers"] == {"conv": 3 / 4, "fc": 2 / 6}
+    assert sparsity([w["fc"]])["layers"] == {"0": 2 / 6}
+    assert sparsity({}) == {"global": 0.0, "layers": {}}
+
+
+# ------------------------------------------------------------------------------------------------ accuracy
+def test_accuracy_topk_counts_on_hand_made_logits():
+    logits = torch.tensor([[0.1, 0.9, 0.0, 0.2],    # top1=1 top2={1,3}
+                           [0.8, 0.1, 0.05, 0.05],  # top1=0 top2={0,1}
+                           [0.2, 0.3, 0.4, 0.1]])   # top1=2 top2={2,1}
+    targets = torch.tensor([1, 1, 0])
+    assert accuracy_topk(logits, targets, ks=(1, 2, 4)).tolist() == [1, 2, 3]
+    assert accuracy_topk(logits, targets, ks=(1, 5)).tolist() == [1, 3]  # k beyond the class count: all
+    soft = torch.nn.functional.one_hot(targets, 4).float() * 0.9 + 0.025  # mixup-style targets
+    assert accuracy_topk(logits, soft, ks=(1, 2)).tolist() == [1, 2]
+
+
+def test_eval_accumulator_combines_batches():
+    g = torch.Generator().manual_seed(1)
+    logits, targets = torch.randn(50, 10, generator=g), torch.randint(0, 10, (50,), generator=g)
+    acc = EvalAccumulator()
+    for i in range(0, 50, 16):
+        acc.add(logits[i:i + 16], targets[i:i + 16])
+    out = acc.compute()
+    top = logits.topk(5, dim=1).indices
+    assert out["val/top1"] == pytest.approx(100 * (top[:, 0] == targets).float().mean().item())
+    assert out["val/top5"] == pytest.approx(100 * (top == targets[:, None]).any(1).float().mean().item())
+    assert out["val/loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-6)
+
+
+def _ddp_eval_rank(rank: int, world: int, port: int, out_path: str | None = None):
+    """One rank's part: rank 0 sees 2 samples (both right), rank 1 sees 3 (one right); loss 1 (w 1) and 2 (w 2)."""
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=timedelta(seconds=60))
+    try:
+        acc = EvalAccumulator()
+        if rank == 0:
+            acc.add(torch.tensor([[5.0, 0.0], [0.0, 5.0]]), torch.tensor([0, 1]))
+        else:
+            acc.add(torch.tensor([[5.0, 0.0], [5.0, 0.0], [5.0, 0.0]]), torch.tensor([0, 1, 1]))
+        loss = RunningMean()
+        loss.add(torch.tensor(float(rank + 1)), weight=rank + 1)
+        result = (acc.compute()["val/top1"], loss.compute(all_ranks=True))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+    if out_path is not None:
+        torch.save(result, out_path)
+    return result
+
+
+def test_eval_accumulator_and_running_mean_all_reduce_over_ranks(tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # rank 1 in a spawned process, rank 0 here: one fresh interpreter instead of two (importing torch is slow)
+    child = mp.get_context("spawn").Process(target=_ddp_eval_rank, args=(1, 2, port, str(tmp_path / "r1.pt")))
+    child.start()
+    try:
+        got = {0: _ddp_eval_rank(0, 2, port)}
+    finally:
+        child.join(timeout=120)
+    assert child.exitcode == 0
+    got[1] = torch.load(tmp_path / "r1.pt", weights_only=True)
+    for rank in (0, 1):
+        top1, mean_loss = got[rank]
+        assert top1 == pytest.approx(100 * 3 / 5)
+        assert mean_loss == pytest.approx((1 * 1 + 2 * 2) / 3)
+
+
+# ------------------------------------------------------------------------------------------------ loss, speed
+def test_running_mean_weighted_reset_and_nonfinite():
+    m = RunningMean()
+    assert math.isnan(m.compute())
+    m.add(torch.tensor(2.0))
+    m.add(torch.tensor(5.0), weight=2)
+    m.add(1.0)
+    assert m.compute() == pytest.approx((2 + 10 + 1) / 4) and m.count == 4
+    m.reset()
+    m.add(torch.tensor(3.0))
+    assert m.compute() == 3.0
+    m.add(torch.tensor(float("nan")))
+    m.add(torch.tensor(1.0))
+    assert not math.isfinite(m.compute())  # a diverged step stays visible at the log step
+
+
+class _Clock:
+    def __init__(self):
+        self.t = 100.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_throughput_excludes_warmup_and_paused_time(monkeypatch):
+    clock = _Clock()
+    monkeypatch.setattr(metrics.time, "perf_counter", clock)
+    meter = Throughput(warmup_steps=2, world_size=2)
+    for _ in range(2):  # warmup: 10 s per step, not counted
+        clock.t += 10
+        meter.add(32)
+    assert meter.rate() is None
+    for _ in range(4):  # 4 steps x 32 images in 2 s
+        clock.t += 0.5
+        meter.add(32)
+    with meter.paused():  # an evaluation: 30 s not charged
+        clock.t += 30
+    assert meter.rate() == pytest.approx(4 * 32 * 2 / 2.0)
+    clock.t += 1.0
+    meter.add(16)
+    assert meter.rate() == pytest.approx(16 * 2 / 1.0)  # a new interval after each rate()
