@@ -4,8 +4,8 @@ uniform   every layer gets density 1 - s
 erk       Erdos-Renyi-Kernel (RigL, Evci et al. 2020): density_l proportional to sum(shape_l) / prod(shape_l),
           scaled so the total matches; while the largest scaled density exceeds 1, the layer(s) with the largest
           raw density are made dense and the scale is solved again for the rest -- one layer at a time, as
-          google-research/rigl's sparse_utils.get_sparsities_erdos_renyi does (making every over-full layer
-          dense at once could densify layers that fit after the first rescale)
+          google-research/rigl's sparse_utils.get_sparsities_erdos_renyi does (densifying an over-full layer
+          only lowers the scale, so this ends with the same dense set as densifying all over-full ones at once)
 balanced  the same number of non-zeros in every layer (Gadhikar et al. 2023); a layer too small for its share
           is dense and the rest is shared by the others (same fix-up loop)
 """
