@@ -1,18 +1,32 @@
-"""STR, Soft Threshold Reparameterization (Kusupati et al. 2020, RAIVNLab/STR).
+"""STR, Soft Threshold Reparameterization (Kusupati et al., ICML 2020; reference code RAIVNLab/STR).
 
-Effective weight of each prunable layer: sign(W) * relu(|W| - sigmoid(s)), with one learnable scalar s of
-shape [1, 1] per layer (as in the reference), registered with torch.nn.utils.parametrize so the model code is
-untouched and the exported weights are the effective ones. Knobs: `s_init` and `threshold_weight_decay` (the
-reference applies the global weight decay to s as well: null = use optimizer.weight_decay).
-HAM never touches s: the thresholds sit in their own param group with ham=False.
+Facts from the reference (utils/conv_type.py, main.py, args.py, configs/largescale/*-str.yaml):
+  - effective weight  sign(W) * relu(|W| - sigmoid(s)): `sparseFunction` with f = sigmoid, activation = relu;
+  - s is ONE learnable scalar per layer, an nn.Parameter of shape [1, 1] (`sparseThreshold`), initialised to the
+    constant `sInit_value` (configs: ResNet50 90.23% sparse -3200 with weight decay 2.251757813e-5; MobileNetV1
+    -12800 with 3.751757813e-5; SGD momentum 0.875, lr 0.256 cosine, 5 warm-up epochs, 100 epochs, batch 256,
+    label smoothing 0.1; the config comments point to the paper's appendix for other sparsities; for CIFAR the
+    maintainer advises |sInit| around 100 and weight decay above 5e-4, RAIVNLab/STR issue #2);
+  - the thresholds sit in their own SGD param group whose weight decay is `--st-decay`, default None = the global
+    weight decay. With a very negative s_init, sigmoid'(s) underflows to 0, so at first ONLY weight decay moves s
+    (shrinking it towards 0 with momentum); once sigmoid(s) is comparable to the weights, the loss gradient takes
+    part. s_init and weight decay are therefore the two knobs that set the final sparsity;
+  - every conv (incl. the first) and the fc (a 1x1 STRConv) are sparsified unless --first/last-layer-dense.
 
-STR cannot hit an exact target sparsity (RAIVNLab/STR issue #14). With `exact_target: true` (default) the run
-ends with a projection to exactly `sparsity`, counted over all prunable weights:
-  - STR under-pruned (usual): the smallest-magnitude effective weights are zeroed (global top-k);
-  - STR over-pruned: the pruned weights with the largest |W| are re-activated at their dense value W.
-The sparsity STR reached by itself is kept and reported (`report()["str_sparsity_before_projection"]`).
-Our default s_init = -5 (sigmoid = 0.0067) gives thresholds a usable gradient on small problems; the
-reference's ImageNet configurations use other values: set sparsifier.s_init accordingly.
+Here: a torch parametrization per prunable layer, so model code is untouched and `module.weight` / the exported
+state_dict are the effective weights. Options: `s_init` (default -5.0: sigmoid = 0.0067 with a usable gradient on
+short runs; set the reference values for ImageNet), `threshold_weight_decay` (None = the optimizer's weight decay,
+as in the reference). HAM never steps s: the thresholds are returned in an override group with ham=False.
+
+Exact target. STR cannot be told a sparsity: it follows from s_init and weight decay (RAIVNLab/STR issue #14 asks
+how to choose them for 80/90/95%). With `exact_target: true` (default), `on_train_end()` projects the effective
+weights to exactly round((1 - sparsity) * N) non-zeros over the sparsified layers (N = their weight count), with
+one global magnitude order:
+  - STR under-pruned (usual): the smallest-magnitude effective weights are zeroed (W := 0 there);
+  - STR over-pruned: the pruned entries with the largest |W| come back at their dense value W
+    (W := sign(W) (|W| + sigmoid(s)), so that the effective weight equals the old W; at least 1 ulp).
+The sparsity STR reached by itself is kept (state_dict) and reported: `report()["str_sparsity_before_projection"]`.
+`on_train_end` is idempotent (a resumed finished run calls it again: the second call changes nothing).
 """
 
 from __future__ import annotations
@@ -20,20 +34,27 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
+from ham.errors import ConfigError
 from ham.sparse import masks as M
+from ham.sparse import reparam
 from ham.sparse.base import Sparsifier, TrainSchedule
 
 
 class SoftThreshold(nn.Module):
-    def __init__(self, s_init: float):
-        super().__init__()
-        self.s = nn.Parameter(torch.full((1, 1), float(s_init)))
+    """Parametrization sign(W) * relu(|W| - sigmoid(s)) with a learnable s of shape [1, 1]."""
 
-    def forward(self, w: torch.Tensor) -> torch.Tensor:
-        return torch.sign(w) * torch.relu(w.abs() - torch.sigmoid(self.s))
+    def __init__(self, s_init: float, like: Tensor):
+        super().__init__()
+        self.s = nn.Parameter(torch.full((1, 1), float(s_init), device=like.device, dtype=like.dtype))
+
+    def threshold(self) -> Tensor:
+        return torch.sigmoid(self.s)
+
+    def forward(self, w: Tensor) -> Tensor:
+        return torch.sign(w) * torch.relu(w.abs() - self.threshold())
 
 
 class STR(Sparsifier):
@@ -41,61 +62,108 @@ class STR(Sparsifier):
 
     def __init__(self, sparsity: float = 0.9, s_init: float = -5.0, threshold_weight_decay: float | None = None,
                  exact_target: bool = True, keep_first_dense: bool = False, keep_last_dense: bool = False):
+        if threshold_weight_decay is not None and float(threshold_weight_decay) < 0:
+            raise ConfigError(f"sparsifier.threshold_weight_decay={threshold_weight_decay!r} is not allowed; "
+                              f"use null (the optimizer's weight decay) or a number >= 0")
         self.sparsity, self.s_init = float(sparsity), float(s_init)
-        self.threshold_weight_decay, self.exact_target = threshold_weight_decay, bool(exact_target)
-        self.keep_first_dense, self.keep_last_dense = keep_first_dense, keep_last_dense
-        self.reached: float | None = None
+        self.threshold_weight_decay = None if threshold_weight_decay is None else float(threshold_weight_decay)
+        self.exact_target = bool(exact_target)
+        self.keep_first_dense, self.keep_last_dense = bool(keep_first_dense), bool(keep_last_dense)
+        self.reached: float | None = None  # STR's own sparsity at the end, before any projection
+        self.projected = False
         self.model = self.optimizer = None
 
+    # -- setup
     def setup(self, model: nn.Module, schedule: TrainSchedule) -> None:
         super().setup(model, schedule)
         self.layers = dict(M.prunable_layers(model, keep_first_dense=self.keep_first_dense,
                                              keep_last_dense=self.keep_last_dense))
+        if not self.layers:
+            raise ValueError("the model has no prunable (conv/linear) layers")
         for module in self.layers.values():
-            dev = module.weight.device
-            parametrize.register_parametrization(module, "weight", SoftThreshold(self.s_init).to(dev))
+            parametrize.register_parametrization(module, "weight", SoftThreshold(self.s_init, module.weight))
+
+    def _param(self, module: nn.Module) -> SoftThreshold:
+        return module.parametrizations.weight[0]
 
     def thresholds(self) -> list[nn.Parameter]:
-        return [m.parametrizations.weight[0].s for m in self.layers.values()]
+        """The learnable s of every layer (never stepped by HAM)."""
+        return [self._param(m).s for m in self.layers.values()]
 
     def param_group_overrides(self) -> list[dict[str, Any]]:
         group: dict[str, Any] = {"params": self.thresholds(), "ham": False}
         if self.threshold_weight_decay is not None:
-            group["weight_decay"] = float(self.threshold_weight_decay)
+            group["weight_decay"] = self.threshold_weight_decay
         return [group]
 
+    # -- accounting
     @torch.no_grad()
-    def effective(self) -> dict[str, torch.Tensor]:
-        return {n: m.weight for n, m in self.layers.items()}
+    def effective(self) -> dict[str, Tensor]:
+        return {n: m.weight.detach() for n, m in self.layers.items()}
 
+    @torch.no_grad()
+    def current_sparsity(self) -> float:
+        eff = self.effective()
+        return sum(int((w == 0).sum()) for w in eff.values()) / sum(w.numel() for w in eff.values())
+
+    # -- end of training
     @torch.no_grad()
     def on_train_end(self) -> None:
+        """Record STR's own sparsity, then (exact_target) project to exactly `sparsity`. Call once, before the
+        final evaluation and export; later calls are no-ops."""
+        if self.reached is None:
+            self.reached = self.current_sparsity()
+        if self.exact_target and not self.projected:
+            self._project()
+            self.projected = True
+
+    @torch.no_grad()
+    def _project(self) -> None:
         eff = self.effective()
+        raw = {n: M.weight_of(self.layers[n]) for n in eff}
         total = sum(w.numel() for w in eff.values())
-        self.reached = sum(int((w == 0).sum()) for w in eff.values()) / total
-        if not self.exact_target:
-            return
-        n_keep = int(round((1 - self.sparsity) * total))
-        names = list(eff)
-        raw = {n: self.layers[n].parametrizations.weight.original for n in names}
-        n_nonzero = total - int(round(self.reached * total))
-        if n_nonzero >= n_keep:  # under-pruned: zero the smallest effective weights
+        n_keep = round((1.0 - self.sparsity) * total)
+        n_nonzero = sum(int((w != 0).sum()) for w in eff.values())
+        if n_nonzero >= n_keep:  # under-pruned: keep the n_keep largest effective weights
             keep = M.global_magnitude_masks(eff, self.sparsity)
-            for n in names:
-                raw[n].mul_(keep[n])
-        else:  # over-pruned: re-activate the largest |W| among pruned entries at their dense value
-            pruned_score = {n: torch.where(eff[n] == 0, raw[n].abs(), torch.zeros_like(raw[n])) for n in names}
-            extra = M.global_magnitude_masks(pruned_score, 1 - (n_keep - n_nonzero) / total)
-            for n in names:
-                thr = torch.sigmoid(self.layers[n].parametrizations.weight[0].s)
-                raw[n].copy_(torch.where(extra[n], torch.sign(raw[n]) * (raw[n].abs() + thr), raw[n]))
+            for n in eff:
+                raw[n].mul_(keep[n])  # W = 0 -> effective 0
+            return
+        # over-pruned: bring back the (n_keep - n_nonzero) pruned entries of largest |W| at their dense value W
+        flat_score = torch.cat([torch.where(eff[n] == 0, raw[n].abs(), torch.full_like(raw[n], -1.0)).flatten()
+                                for n in eff]).float()
+        extra = M.topk_mask(flat_score, n_keep - n_nonzero)
+        start = 0
+        for n in eff:
+            size = raw[n].numel()
+            sel = extra[start:start + size].view_as(raw[n])
+            start += size
+            thr = self._param(self.layers[n]).threshold()
+            # |W| + thr gives back the effective value W; the max keeps it non-zero where |W| is below thr's
+            # rounding step (or W is exactly 0: it comes back as +1 ulp), so the count is exact in every case
+            floor = torch.nextafter(thr, torch.full_like(thr, float("inf")))
+            magnitude = torch.maximum(raw[n].abs() + thr, floor)
+            restored = torch.where(raw[n] < 0, -magnitude, magnitude)
+            raw[n].copy_(torch.where(sel, restored, raw[n]))
+
+    def export_state_dict(self, model: nn.Module) -> dict[str, Tensor]:
+        """Effective weights under the original keys (parametrizations folded; the live model stays intact)."""
+        return reparam.folded_state_dict(model)
 
     def report(self) -> dict[str, Any]:
-        return {"str_sparsity_before_projection": self.reached, "exact_target": self.exact_target}
+        return {
+            "str_sparsity_before_projection": self.reached,
+            "exact_target": self.exact_target,
+            "projected": self.projected,
+            "target_sparsity": self.sparsity,
+            "thresholds": {n: float(self._param(m).threshold().detach()) for n, m in self.layers.items()},
+        }
 
+    # -- state (s and W live in the model's state_dict)
     def state_dict(self) -> dict[str, Any]:
-        return {"reached": -1.0 if self.reached is None else self.reached}
+        return {"reached": -1.0 if self.reached is None else self.reached, "projected": self.projected}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        r = state.get("reached", -1.0)
+        r = float(state.get("reached", -1.0))
         self.reached = None if r < 0 else r
+        self.projected = bool(state.get("projected", False))
