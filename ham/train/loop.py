@@ -366,12 +366,16 @@ class Trainer:
 
             for b in self.model.buffers():
                 dist.broadcast(b, src=0)
-        # the final evaluation (unless the epoch boundary just did it)
+        # the sparsifier's last word first (STR projects to the exact target), so the final evaluation, the
+        # summary and model_final.pt all describe the same model
+        end_hook = getattr(self.sparsifier, "on_train_end", None)
+        if callable(end_hook):
+            end_hook()
         last = self.history.get("last_eval", {})
-        val = {k: v for k, v in last.items() if k != "step"} if last.get("step") == self.step else \
-            self._eval_and_log()
-        if hasattr(self.sparsifier, "on_train_end"):
-            self.sparsifier.on_train_end()
+        if last.get("step") == self.step and not callable(end_hook):  # the epoch boundary just evaluated it
+            val = {k: v for k, v in last.items() if k != "step"}
+        else:
+            val = self._eval_and_log()
         self.save_checkpoint()
         report = self._sparsity()
         summary: dict[str, Any] = {
