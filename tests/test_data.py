@@ -246,6 +246,7 @@ def test_synthetic_is_deterministic_and_configurable():
 
 # ------------------------------------------------------------------ loader: resume position
 def _resume_matches(train_ds, *, workers=0, batch_size=4, epoch=2, k=2):
+    torch.manual_seed(1), random.seed(2), np.random.seed(3)
     full = epoch_batches(build_loader(train_ds, batch_size=batch_size, train=True, seed=3, num_workers=workers),
                          epoch)
     # a "restarted process": a new loader, and whatever the training RNGs did in between
@@ -268,6 +269,11 @@ def test_resumed_run_sees_identical_batches_cifar_with_workers(tmp_path):
     write_fake_cifar100(tmp_path)
     train, _, _ = build_datasets("cifar100", str(tmp_path))
     _resume_matches(train, workers=2)
+    # persistent workers follow set_epoch / set_start_batch, and give what the main process would
+    pooled = build_loader(train, batch_size=4, train=True, seed=3, num_workers=2)
+    inline = build_loader(train, batch_size=4, train=True, seed=3)
+    for epoch, start in ((0, 0), (1, 3), (1, 0)):
+        assert_same_batches(epoch_batches(pooled, epoch, start), epoch_batches(inline, epoch, start))
 
 
 def test_resumed_run_sees_identical_batches_timm_randaugment(tmp_path):
