@@ -10,8 +10,15 @@ import torch
 
 from ham.errors import ConfigError
 from ham.train.plots import compare_runs, plot_curves, plot_layer_sparsity
-from ham.train.sinks import (JsonlSink, MultiSink, ProgressBar, WandbSink, format_summary_table, make_sinks,
-                             read_jsonl)
+from ham.train.sinks import (
+    JsonlSink,
+    MultiSink,
+    ProgressBar,
+    WandbSink,
+    format_summary_table,
+    make_sinks,
+    read_jsonl,
+)
 
 
 def _strict_rows(path: Path) -> list[dict]:
@@ -282,3 +289,18 @@ def test_layer_sparsity_and_run_comparison(tmp_path):
     (tmp_path / "empty").mkdir()
     runs = [tmp_path / "alpha0", tmp_path / "alpha200", tmp_path / "empty"]
     assert compare_runs(runs, tmp_path / "cmp.png") and _is_png(tmp_path / "cmp.png")
+
+
+def test_to_jsonable_handles_tensors_numpy_omegaconf_and_nonfinite():
+    import numpy as np
+    from omegaconf import OmegaConf
+
+    from ham.train.sinks import to_jsonable
+
+    cfg = OmegaConf.create({"a": {"b": [1, 2.5]}, "c": "${a.b}", "p": None})
+    value = {"cfg": cfg, "t": torch.tensor([1.0, float("inf")]), "n": np.float32(0.5), "path": Path("/x"),
+             "flag": True}
+    out = to_jsonable(value)
+    assert out == {"cfg": {"a": {"b": [1, 2.5]}, "c": [1, 2.5], "p": None}, "t": [1.0, None], "n": 0.5,
+                   "path": "/x", "flag": True}
+    json.dumps(out, allow_nan=False)

@@ -7,8 +7,15 @@ import pytest
 import torch
 
 from ham.train import metrics
-from ham.train.metrics import (EvalAccumulator, RunningMean, SignTracker, Throughput, accuracy_topk, l1_norm,
-                               sparsity)
+from ham.train.metrics import (
+    EvalAccumulator,
+    RunningMean,
+    SignTracker,
+    Throughput,
+    accuracy_topk,
+    l1_norm,
+    sparsity,
+)
 
 
 # ------------------------------------------------------------------------------------------------ bit packing
@@ -101,12 +108,19 @@ def test_sign_tracker_rejects_state_of_other_parameters():
     t = SignTracker([torch.randn(10)])
     with pytest.raises(ValueError, match="10"):
         t.load_state_dict(SignTracker([torch.randn(20)]).state_dict())
+    split = SignTracker([torch.randn(4, 8), torch.randn(32)])  # same total, different tensors
+    with pytest.raises(ValueError, match="different model"):
+        split.load_state_dict(SignTracker([torch.randn(64)]).state_dict())
+    with pytest.raises(ValueError, match="different model"):
+        t.load_state_dict({"init": [torch.ones(5, dtype=torch.int8)] * 2,
+                           "prev": [torch.ones(5, dtype=torch.int8)] * 2})
 
 
 def test_sign_tracker_with_nothing_to_track():
     t = SignTracker([])
     assert t.update() == {"train/sign_flips": 0.0, "train/sign_flips_init": 0.0}
     t.load_state_dict(t.state_dict())
+    t.load_state_dict({"init": [], "prev": []})
 
 
 # ------------------------------------------------------------------------------------------------ weights

@@ -106,28 +106,27 @@ class SignTracker:
         return {"train/sign_flips": counts[0] / self.numel, "train/sign_flips_init": counts[1] / self.numel}
 
     def state_dict(self) -> dict[str, Any]:
-        """Plain CPU uint8 tensors and an int: loads with torch.load(weights_only=True)."""
-        return {"numel": self.numel, "init_pos": self.init[0].cpu(), "init_neg": self.init[1].cpu(),
-                "prev_pos": self.prev[0].cpu(), "prev_neg": self.prev[1].cpu()}
+        """CPU uint8 tensors and a list of ints: loads with torch.load(weights_only=True)."""
+        return {"numels": [p.numel() for p in self.params], "init_pos": self.init[0].cpu(),
+                "init_neg": self.init[1].cpu(), "prev_pos": self.prev[0].cpu(), "prev_neg": self.prev[1].cpu()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if "init" in state:  # older checkpoints: one int8 sign tensor per parameter, two lists
             state = self._from_int8_lists(state)
-        expected = self.init[0].numel()
-        if int(state["numel"]) != self.numel or state["init_pos"].numel() != expected:
-            raise ValueError(f"sign tracker state covers {int(state['numel'])} weights; this tracker tracks "
-                             f"{self.numel} (different model or HAM parameter selection?)")
+        numels = [int(n) for n in state["numels"]]
+        if numels != [p.numel() for p in self.params]:  # packed planes are laid out tensor by tensor
+            raise ValueError(f"sign tracker state covers {len(numels)} tensors / {sum(numels)} weights; this "
+                             f"tracker tracks {len(self.params)} / {self.numel} (different model or HAM "
+                             f"parameter selection?)")
         self.init = (state["init_pos"].to(self.device, torch.uint8), state["init_neg"].to(self.device, torch.uint8))
         self.prev = (state["prev_pos"].to(self.device, torch.uint8), state["prev_neg"].to(self.device, torch.uint8))
 
     def _from_int8_lists(self, state: Mapping[str, Any]) -> dict[str, Any]:
-        if len(state["init"]) != len(self.params):
-            raise ValueError(f"sign tracker state has {len(state['init'])} tensors; this tracker tracks "
-                             f"{len(self.params)}")
-        out: dict[str, Any] = {"numel": sum(s.numel() for s in state["init"])}
+        out: dict[str, Any] = {"numels": [s.numel() for s in state["init"]]}
         for key in ("init", "prev"):
-            out[f"{key}_pos"] = torch.cat([_pack_bits(s > 0) for s in state[key]])
-            out[f"{key}_neg"] = torch.cat([_pack_bits(s < 0) for s in state[key]])
+            empty = [torch.zeros(0, dtype=torch.uint8)]  # torch.cat needs at least one tensor
+            out[f"{key}_pos"] = torch.cat([_pack_bits(s > 0) for s in state[key]] or empty)
+            out[f"{key}_neg"] = torch.cat([_pack_bits(s < 0) for s in state[key]] or empty)
         return out
 
 

@@ -18,7 +18,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
@@ -35,7 +35,7 @@ class Sink(Protocol):
 
 def to_jsonable(value: Any) -> Any:
     """Plain JSON values: tensors/numpy scalars -> Python numbers, NaN/inf -> None (strict JSON has no NaN),
-    Paths -> str, mappings/sequences recursively."""
+    mappings (also OmegaConf DictConfig) and sequences recursively, anything else -> str."""
     if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):  # torch tensors, numpy arrays/scalars
         value = value.tolist()
     if isinstance(value, float):
@@ -44,11 +44,9 @@ def to_jsonable(value: Any) -> Any:
         return value
     if isinstance(value, Mapping):
         return {str(k): to_jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+    if isinstance(value, Sequence) and not isinstance(value, (str, bytes)):  # lists, tuples, OmegaConf ListConfig
         return [to_jsonable(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    return str(value)
+    return str(value)  # Paths, enums, anything else: readable rather than an encoder error
 
 
 # --------------------------------------------------------------------------------------------------- jsonl
@@ -101,7 +99,7 @@ class JsonlSink:
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
         if self._file is None:
-            self._file = open(self.path, "a")
+            self._file = open(self.path, "a")  # noqa: SIM115 -- held open across calls, closed in finish()
         row = {"step": int(step), **{k: v for k, v in metrics.items() if k != "step"}}
         self._file.write(json.dumps(to_jsonable(row), allow_nan=False) + "\n")
         self._file.flush()
@@ -316,7 +314,7 @@ _TABLE_ROWS = [
 
 
 def _fmt_duration(seconds: float) -> str:
-    s = int(round(seconds))
+    s = round(seconds)
     return f"{seconds:.1f} s" if seconds < 60 else f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
