@@ -1,13 +1,20 @@
-"""Atomic checkpoints (temp file + fsync + rename, last `keep` kept), safe loading, RNG capture/restore.
+"""Atomic checkpoints, safe loading with fallback, RNG capture/restore.
 
-Everything saved is weights_only-loadable (tensors, numbers, strings, lists, dicts): loading can never execute
-code. A truncated or corrupt newest checkpoint falls back to the previous one, with a warning.
+Files: ``ckpt_dir/ckpt_{step:09d}.pt``. There is no separate ``latest`` pointer: the newest checkpoint is the
+one with the largest step in its name, and a pointer would be a second file to keep consistent with the first
+across a crash, while the loader has to cope with a bad newest file anyway.
+
+Everything saved must be weights_only-loadable (tensors, numbers, strings, None, lists, tuples, dicts; no numpy
+arrays, no custom classes): loading uses ``torch.load(weights_only=True)`` and can never execute code.
+A truncated or corrupt newest checkpoint falls back to the previous one, with a warning on stderr.
+Single writer per directory (rank 0).
 """
 
 from __future__ import annotations
 
 import os
 import random
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,13 +22,35 @@ from typing import Any
 import numpy as np
 import torch
 
-PATTERN = "ckpt_*.pt"
+_NAME = re.compile(r"ckpt_(\d+)\.pt")
+_TMP_GLOB = ".ckpt_*.pt.tmp-*"
+
+
+class AllCheckpointsCorrupt(RuntimeError):
+    pass
+
+
+def checkpoint_path(ckpt_dir: Path, step: int) -> Path:
+    return Path(ckpt_dir) / f"ckpt_{step:09d}.pt"
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Checkpoint files, oldest (smallest step) first; temp files and other names are ignored."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _NAME.fullmatch(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def _step_of(path: Path) -> int:
+    return int(_NAME.fullmatch(path.name).group(1))
 
 
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
-    except OSError:
+    except OSError:  # platforms without directory fds
         return
     try:
         os.fsync(fd)
@@ -30,9 +59,19 @@ def _fsync_dir(path: Path) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int = 2) -> Path:
+    """Write ``state`` atomically to ``ckpt_dir/ckpt_{step:09d}.pt`` and return that path.
+
+    temp file in the same directory -> flush + fsync -> os.replace -> fsync the directory: at every instant the
+    final name holds either nothing or a complete file. Then retention: the ``keep`` newest checkpoints up to
+    ``step`` stay; checkpoints with a LARGER step are deleted too (they belong to an abandoned timeline: a
+    corrupt file we fell back from, or a run restarted from an older checkpoint), so "newest" stays "current".
+    Temp files left by a killed writer are removed.
+    """
+    if keep < 1:
+        raise ValueError(f"keep must be >= 1, got {keep}")
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    final = ckpt_dir / f"ckpt_{step:09d}.pt"
+    final = checkpoint_path(ckpt_dir, step)
     tmp = ckpt_dir / f".{final.name}.tmp-{os.getpid()}"
     try:
         with open(tmp, "wb") as f:
@@ -41,53 +80,55 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int 
             os.fsync(f.fileno())
         os.replace(tmp, final)
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        tmp.unlink(missing_ok=True)
     _fsync_dir(ckpt_dir)
-    for old in list_checkpoints(ckpt_dir)[:-keep]:
-        old.unlink(missing_ok=True)
+    for stale in ckpt_dir.glob(_TMP_GLOB):  # a SIGKILL mid-write leaves one behind
+        stale.unlink(missing_ok=True)
+    ckpts = list_checkpoints(ckpt_dir)
+    older = [p for p in ckpts if _step_of(p) <= step]
+    for p in older[:-keep] + [p for p in ckpts if _step_of(p) > step]:
+        p.unlink(missing_ok=True)
     return final
 
 
-def list_checkpoints(ckpt_dir: Path) -> list[Path]:
-    """Oldest first (names sort by step)."""
-    ckpt_dir = Path(ckpt_dir)
-    return sorted(ckpt_dir.glob(PATTERN)) if ckpt_dir.is_dir() else []
-
-
 def load_checkpoint_file(path: Path, map_location: Any = "cpu") -> dict[str, Any]:
-    return torch.load(path, map_location=map_location, weights_only=True)
-
-
-class AllCheckpointsCorrupt(RuntimeError):
-    pass
+    """weights_only load (refuses pickled code/classes); anything but a dict is refused too."""
+    state = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"expected a dict, found {type(state).__name__}")
+    return state
 
 
 def load_latest_checkpoint(ckpt_dir: Path, map_location: Any = "cpu") -> tuple[dict[str, Any], Path] | None:
+    """(state, path) of the newest loadable checkpoint, falling back past corrupt ones with a warning.
+
+    None if there is no checkpoint; AllCheckpointsCorrupt if there are some and none loads."""
     candidates = list_checkpoints(ckpt_dir)[::-1]
-    errors = []
     for i, path in enumerate(candidates):
         try:
             return load_checkpoint_file(path, map_location), path
-        except Exception as e:  # truncated zip, bad pickle, refused global: all mean "unusable"
-            reason = " ".join(str(e).split())[:200]
-            nxt = candidates[i + 1].name if i + 1 < len(candidates) else "nothing"
-            print(f"warning: checkpoint {path.name} is corrupt ({type(e).__name__}: {reason}); falling back to "
-                  f"{nxt}", file=sys.stderr, flush=True)
-            errors.append(path.name)
-    if errors:
-        raise AllCheckpointsCorrupt(f"every checkpoint in {ckpt_dir} is corrupt ({', '.join(errors)}); move them "
-                                    f"away to start fresh, or pass resume=PATH")
+        except (MemoryError, torch.OutOfMemoryError):
+            raise  # not the file's fault
+        except Exception as e:  # truncated zip, bad pickle, refused global, wrong type: all mean "unusable"
+            reason = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            nxt = candidates[i + 1].name if i + 1 < len(candidates) else "nothing (all checkpoints are corrupt)"
+            print(f"warning: checkpoint {path.name} is corrupt ({reason}); falling back to {nxt}",
+                  file=sys.stderr, flush=True)
+    if candidates:
+        names = ", ".join(p.name for p in candidates)
+        raise AllCheckpointsCorrupt(f"every checkpoint in {ckpt_dir} is corrupt ({names}); move them away to "
+                                    f"start fresh, or pass resume=PATH")
     return None
 
 
 # ------------------------------------------------------------------ RNG
 def capture_rng_state() -> dict[str, Any]:
+    """This process's RNG states (python, numpy global, torch CPU, every CUDA device), weights_only-safe."""
     version, internal, gauss = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     state: dict[str, Any] = {
-        "python": {"version": version, "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
-        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+        "python": {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"kind": str(kind), "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached": float(cached)},
         "torch": torch.get_rng_state(),
     }
@@ -97,10 +138,14 @@ def capture_rng_state() -> dict[str, Any]:
 
 
 def restore_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of capture_rng_state; tolerates tensors loaded onto a GPU (map_location) and a different number
+    of visible CUDA devices (restores the devices both have)."""
     py = state["python"]
     random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss"]))
     n = state["numpy"]
-    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["cached"]))
+    keys = n["keys"].cpu().numpy().astype(np.uint32)
+    np.random.set_state((n["kind"], keys, int(n["pos"]), int(n["has_gauss"]), float(n["cached"])))
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s.cpu(), i)
