@@ -169,6 +169,8 @@ def test_unknown_dataset_option(tmp_path):
     write_fake_imagenet(tmp_path)
     with pytest.raises(ConfigError, match=r"\['mixup'\].*allowed: auto_augment"):
         build_datasets("imagenet", str(tmp_path), mixup=0.8)
+    with pytest.raises(ConfigError, match="interpolation='lanczos' is not allowed; allowed: bilinear"):
+        build_datasets("imagenet", str(tmp_path), interpolation="lanczos")
 
 
 # ------------------------------------------------------------------ missing data, unknown names

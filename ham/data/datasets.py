@@ -86,6 +86,9 @@ def imagenet_transforms(img_size: int, augment: bool, *, auto_augment: str | Non
 
     timm_recipe = bool(auto_augment or re_prob)
     interpolation = interpolation or ("bicubic" if timm_recipe else "bilinear")
+    if interpolation not in ("bilinear", "bicubic", "nearest"):
+        raise ConfigError(f"dataset.options.interpolation={interpolation!r} is not allowed; allowed: bilinear, "
+                          f"bicubic, nearest")
     mode = T.InterpolationMode(interpolation)
     norm = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     if timm_recipe:
@@ -96,7 +99,7 @@ def imagenet_transforms(img_size: int, augment: bool, *, auto_augment: str | Non
                                  mean=IMAGENET_MEAN, std=IMAGENET_STD)
     else:
         train = T.Compose([T.RandomResizedCrop(img_size, interpolation=mode), T.RandomHorizontalFlip(), *norm])
-    val = T.Compose([T.Resize(int(round(img_size / crop_pct)), interpolation=mode), T.CenterCrop(img_size), *norm])
+    val = T.Compose([T.Resize(round(img_size / crop_pct), interpolation=mode), T.CenterCrop(img_size), *norm])
     return (train if augment else val), val
 
 
@@ -202,7 +205,7 @@ def digits_split(y: torch.Tensor, val_fraction: float) -> tuple[torch.Tensor, to
     for c in range(int(y.max()) + 1):
         idx = torch.nonzero(y == c).flatten()
         idx = idx[torch.randperm(len(idx), generator=g)]
-        n_val = int(round(len(idx) * val_fraction))
+        n_val = round(len(idx) * val_fraction)
         val_idx.append(idx[:n_val])
         train_idx.append(idx[n_val:])
     return torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
