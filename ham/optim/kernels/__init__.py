@@ -1,12 +1,13 @@
-"""Fused single-pass kernels for the hyperbolic step: Triton on CUDA, torch.compile'd C++ on CPU.
+"""Fused single-pass kernels for the hyperbolic step: C/OpenMP on CPU (cpu_kernel.py), Triton on CUDA
+(triton_kernel.py). Both read x and g (and the remembered signs) once, write x once, compute in fp32, take lr as a
+runtime value (float, or 0-d tensor) and allocate nothing.
 
 ``fused_hyperbolic_step_`` applies the step to every tensor it has a kernel for and returns the
 (params, grads, signs) it did not handle (the caller runs the foreach path on those), or None if it handled all.
-
-CPU policy ("auto"/"fused"): the compiled kernel is used when the call covers at least ``CPU_MIN_NUMEL`` elements
-(ResNet-sized models: it is ~2-4x faster than the foreach chain); small models stay on foreach, where the one-time
-compile (~15 s cold, less with inductor's disk cache) would cost more than it saves. ``HAM_CPU_FUSED=always|never``
-overrides the threshold.
+Not handled: non-contiguous tensors, dtypes other than fp32/bf16/fp16, grads of another dtype/shape than their
+parameter, sign tensors other than int8/fp32, an lr tensor on another device than the parameters, leaves that
+require grad while grad mode is on (foreach raises the usual autograd error for those), and everything when the
+kernel cannot be built here. ``HAM_CPU_FUSED=never`` turns the CPU kernel off (debugging aid).
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import math
 import os
 
 import torch
+from torch import Tensor
 
-CPU_MIN_NUMEL = 1 << 20
 FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+SIGN_DTYPES = (torch.int8, torch.float32)
 
 
 def _triton_ok() -> bool:
@@ -28,55 +30,64 @@ def _triton_ok() -> bool:
     return True
 
 
-def _eligible(p: torch.Tensor, g: torch.Tensor, s: torch.Tensor | None) -> bool:
-    return (p.dtype in FUSED_DTYPES and g.dtype == p.dtype and p.is_contiguous() and g.is_contiguous()
-            and g.device == p.device and (s is None or (s.is_contiguous() and s.device == p.device)))
+def _eligible(p: Tensor, g: Tensor, s: Tensor | None, grad_mode: bool) -> bool:
+    # Kernels index raw memory: shapes, devices and layouts must match exactly.
+    return (p.dtype in FUSED_DTYPES and g.dtype == p.dtype and g.shape == p.shape and g.device == p.device
+            and p.is_contiguous() and g.is_contiguous() and not (grad_mode and p.requires_grad)
+            and (s is None or (s.dtype in SIGN_DTYPES and s.shape == p.shape and s.device == p.device
+                               and s.is_contiguous())))
 
 
-def _cpu_policy(total_numel: int) -> bool:
-    mode = os.environ.get("HAM_CPU_FUSED", "auto")
-    if mode == "never":
-        return False
-    return mode == "always" or total_numel >= CPU_MIN_NUMEL
+def _lr_ok(lr, device: torch.device) -> bool:
+    """A tensor lr is read on the host for CPU tensors (no device involved) and by pointer on CUDA."""
+    if not isinstance(lr, Tensor):
+        return True
+    return lr.numel() == 1 and (lr.device.type == "cpu" or lr.device == device)
+
+
+def _bump_versions(tensors) -> None:
+    # The kernels write through raw pointers; tell autograd, as a torch in-place op would.
+    try:
+        torch.autograd.graph.increment_version(tensors)
+    except TypeError:  # older torch: one tensor at a time
+        for t in tensors:
+            torch.autograd.graph.increment_version(t)
 
 
 def fused_hyperbolic_step_(params, grads, *, lr, alpha, beta, clamp, signs, beta_where_grad):
     c = math.inf if clamp is None else float(clamp)
-    rest = ([], [], [] if signs is not None else None)
-    cuda, cpu = [], []
+    grad_mode = torch.is_grad_enabled()
+    groups: dict[tuple, list[int]] = {}
+    rest: list[int] = []
     for i, (p, g) in enumerate(zip(params, grads)):
         s = signs[i] if signs is not None else None
-        if not isinstance(lr, torch.Tensor) and _eligible(p, g, s):
-            (cuda if p.is_cuda else cpu if p.device.type == "cpu" else rest[0]).append(i)
+        if _eligible(p, g, s, grad_mode) and _lr_ok(lr, p.device):
+            groups.setdefault((p.device, p.dtype, None if s is None else s.dtype), []).append(i)
         else:
-            rest[0].append(i)
+            rest.append(i)
 
-    if cuda and _triton_ok():
-        from ham.optim.kernels.triton_kernel import triton_hyperbolic_
+    for (device, dtype, sign_dtype), idx in groups.items():
+        ps, gs = [params[i] for i in idx], [grads[i] for i in idx]
+        ss = [signs[i] for i in idx] if signs is not None else None
+        if device.type == "cuda" and _triton_ok():
+            from ham.optim.kernels.triton_kernel import triton_hyperbolic_list_
 
-        for i in cuda:
-            triton_hyperbolic_(params[i], grads[i], lr=lr, alpha=alpha, beta=beta, clamp=c,
-                               signs=signs[i] if signs is not None else None, beta_where_grad=beta_where_grad)
-    else:
-        rest[0].extend(cuda)
+            triton_hyperbolic_list_(ps, gs, ss, lr=lr, alpha=alpha, beta=beta, clamp=c,
+                                    beta_where_grad=beta_where_grad)
+        elif device.type == "cpu" and os.environ.get("HAM_CPU_FUSED", "auto") != "never":
+            from ham.optim.kernels import cpu_kernel
 
-    if cpu and _cpu_policy(sum(params[i].numel() for i in cpu)):
-        from ham.optim.kernels.cpu_compiled import cpu_hyperbolic_
+            if not cpu_kernel.cpu_hyperbolic_(ps, gs, ss, lr=float(lr), alpha=alpha, beta=beta, clamp=c,
+                                              beta_where_grad=beta_where_grad):
+                rest.extend(idx)
+                continue
+        else:
+            rest.extend(idx)
+            continue
+        _bump_versions(ps)
 
-        by_dtype: dict[torch.dtype, list[int]] = {}
-        for i in cpu:
-            by_dtype.setdefault(params[i].dtype, []).append(i)
-        for idx in by_dtype.values():
-            ok = cpu_hyperbolic_([params[i] for i in idx], [grads[i] for i in idx],
-                                 [signs[i] for i in idx] if signs is not None else None, lr=lr, alpha=alpha,
-                                 beta=beta, clamp=c, beta_where_grad=beta_where_grad)
-            if not ok:
-                rest[0].extend(idx)
-    else:
-        rest[0].extend(cpu)
-
-    if not rest[0]:
+    if not rest:
         return None
-    idx = sorted(rest[0])
-    return ([params[i] for i in idx], [grads[i] for i in idx],
-            [signs[i] for i in idx] if signs is not None else None)
+    rest.sort()
+    return ([params[i] for i in rest], [grads[i] for i in rest],
+            [signs[i] for i in rest] if signs is not None else None)

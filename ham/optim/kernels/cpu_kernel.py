@@ -1,0 +1,146 @@
+"""CPU: the hyperbolic step as one fused pass over a list of tensors, in C (cpu_source.py) loaded through ctypes.
+
+Built lazily on first use with the system C compiler and cached on disk (``$HAM_KERNEL_CACHE``, default
+``~/.cache/ham/kernels``) under a key of source, compiler and CPU features (it is built with -march=native, so a
+cache shared between different machines must not hand one the other's binary). A cold build takes ~0.5 s, a
+cached load a few ms; both happen once per process. lr, alpha, beta and c are plain call arguments: nothing is
+ever rebuilt for a new value. If no compiler works, ``available()`` turns False and callers use the foreach path.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+
+from ham.optim.kernels.cpu_source import SOURCE
+
+DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
+SIGN_CODES = {None: 0, torch.int8: 1, torch.float32: 2}  # None: the sign of the parameter itself
+
+# Compiler flag sets, best first; the first that builds is used (e.g. no OpenMP -> single-threaded kernel).
+_FLAG_SETS = (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], [])
+_BASE_FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared"]
+
+_LOCK = threading.Lock()
+_STATE: dict[str, object] = {}  # "lib": the loaded library or None once a build failed; "error": why
+BUILD_COUNT = [0]  # compiler runs in this process (tests check that lr changes never add any)
+
+
+def _cache_dir() -> Path:
+    if os.environ.get("HAM_KERNEL_CACHE"):
+        return Path(os.environ["HAM_KERNEL_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ham" / "kernels"
+
+
+def _compiler() -> str | None:
+    for name in (os.environ.get("CC"), "gcc", "cc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cpu_signature() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return line
+    except OSError:
+        pass
+    return platform.processor() + platform.machine()
+
+
+def _build(cc: str) -> Path:
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256("\0".join([SOURCE, cc, version, _cpu_signature(), str(_FLAG_SETS)]).encode()).hexdigest()
+    target = _cache_dir() / f"ham_step_{key[:20]}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    errors = []
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        src = Path(tmp) / "ham_step.c"
+        src.write_text(SOURCE)
+        for flags in _FLAG_SETS:
+            out = Path(tmp) / "ham_step.so"
+            cmd = [cc, *_BASE_FLAGS, *flags, str(src), "-o", str(out)]
+            BUILD_COUNT[0] += 1
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if proc.returncode == 0:
+                os.replace(out, target)  # atomic: concurrent processes (DDP ranks) never see a partial file
+                return target
+            errors.append(" ".join(proc.stderr.split())[:200])
+    raise RuntimeError("C compiler failed: " + " | ".join(errors))
+
+
+def _load():
+    cc = _compiler()
+    if cc is None:
+        raise RuntimeError("no C compiler found (set CC)")
+    lib = ctypes.CDLL(str(_build(cc)))
+    lib.ham_step.restype = ctypes.c_int
+    lib.ham_step.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
+                             ctypes.c_int, ctypes.c_int, ctypes.c_double, ctypes.c_double, ctypes.c_double,
+                             ctypes.c_double, ctypes.c_int, ctypes.c_int]
+    lib.ham_supports.restype = ctypes.c_int
+    lib.ham_supports.argtypes = [ctypes.c_int, ctypes.c_int]
+    return lib
+
+
+def library():
+    """The loaded kernel library (building it on first use), or None if it cannot be built here."""
+    if "lib" not in _STATE:
+        with _LOCK:
+            if "lib" not in _STATE:
+                try:
+                    _STATE["lib"] = _load()
+                except Exception as e:  # noqa: BLE001 -- any build/load failure means: use the portable path
+                    _STATE["lib"], _STATE["error"] = None, f"{type(e).__name__}: {e}"
+                    warnings.warn(f"HAM: fused CPU kernel unavailable, using the foreach path ({_STATE['error']})",
+                                  RuntimeWarning, stacklevel=3)
+    return _STATE["lib"]
+
+
+def available() -> bool:
+    return library() is not None
+
+
+def supports(dtype: torch.dtype, sign_dtype: torch.dtype | None) -> bool:
+    lib = library()
+    return (lib is not None and dtype in DTYPE_CODES and sign_dtype in SIGN_CODES
+            and bool(lib.ham_supports(DTYPE_CODES[dtype], SIGN_CODES[sign_dtype])))
+
+
+def _pointer_array(tensors):
+    return (ctypes.c_void_p * len(tensors))(*[t.data_ptr() for t in tensors])
+
+
+def cpu_hyperbolic_(params, grads, signs, *, lr: float, alpha: float, beta: float, clamp: float,
+                    beta_where_grad: bool) -> bool:
+    """Step contiguous CPU tensors of ONE dtype (grads of that dtype; signs, if given, all int8 or all float32)
+    in place; clamp = inf for no bound. Returns False, touching nothing, if the kernel is unavailable here."""
+    sign_dtype = signs[0].dtype if signs is not None else None
+    if not params or not supports(params[0].dtype, sign_dtype):
+        return False
+    offsets = [0]
+    for p in params:
+        offsets.append(offsets[-1] + p.numel())
+    rc = library().ham_step(
+        len(params), _pointer_array(params), _pointer_array(grads),
+        _pointer_array(signs) if signs is not None else None, (ctypes.c_int64 * len(offsets))(*offsets),
+        DTYPE_CODES[params[0].dtype], SIGN_CODES[sign_dtype], float(lr), float(alpha), float(beta), float(clamp),
+        int(bool(beta_where_grad)), torch.get_num_threads())
+    if rc != 0:
+        raise RuntimeError(f"HAM CPU kernel rejected dtype {params[0].dtype} / signs {sign_dtype}")
+    return True
