@@ -82,7 +82,7 @@ def main(argv: list[str]) -> int:
             write_run_config(cfg, run_dir, overrides)
         summary = Trainer(cfg, run_dir, env).run()
         if env.is_main:
-            from ham.train.reporting import format_summary_table
+            from ham.train.sinks import format_summary_table
 
             print(format_summary_table(summary, run_dir))
     except Preempted as e:

@@ -215,7 +215,7 @@ def validate(cfg: DictConfig, *, world_size: int = 1, check_data: bool = True) -
     if check_data:
         from ham.data import check_dataset
 
-        check_dataset(cfg.dataset.name, cfg.data_dir)
+        check_dataset(cfg.dataset.name, cfg.data_dir, download=bool(cfg.dataset.download))
     if cfg.dataset.loader == "ffcv":
         import importlib.util
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import signal
 import sys
 import time
@@ -155,14 +154,28 @@ class Trainer:
         self.step, self.epoch, self.batch_in_epoch = int(p["step"]), int(p["epoch"]), int(p["batch_in_epoch"])
         self.history = dict(state.get("history") or {})
         self.wandb_id = state.get("wandb_id")
-        restore_rng_state(state["rng"])
+        rng = state["rng"]
+        if isinstance(rng, list):  # saved by a DDP run: one entry per rank
+            rng = rng[self.env.rank] if len(rng) == self.env.world_size else rng[0]
+        restore_rng_state(rng)
 
     def save_checkpoint(self) -> None:
         self._check_finite(weights=True)  # never replace a good checkpoint with NaN/inf weights
+        from ham.train.checkpoint import capture_rng_state
+
+        rng = capture_rng_state()
+        if self.env.distributed:  # every rank's own streams (dropout, drop-path), so a resume is exact per rank
+            import torch.distributed as dist
+
+            per_rank = [None] * self.env.world_size
+            dist.all_gather_object(per_rank, {k: _to_cpu(v) for k, v in rng.items()})
+            rng = per_rank
         if self.env.is_main:
             from ham.train.checkpoint import save_checkpoint
 
-            save_checkpoint(self.state_dict(), self.ckpt_dir, self.step, keep=self.cfg.trainer.keep_checkpoints)
+            state = self.state_dict()
+            state["rng"] = rng
+            save_checkpoint(state, self.ckpt_dir, self.step, keep=self.cfg.trainer.keep_checkpoints)
 
     def maybe_resume(self) -> bool:
         from ham.train.checkpoint import load_checkpoint_file, load_latest_checkpoint
@@ -247,6 +260,11 @@ class Trainer:
         if weights:  # a step can blow up the weights while the loss that produced it was still finite
             tensors = [t for t in self.model.state_dict().values() if t.is_floating_point()]
             bad = bad | ~torch.stack([torch.isfinite(t).all() for t in tensors]).all()
+        if self.env.distributed:  # every rank must take the same branch
+            import torch.distributed as dist
+
+            bad = bad.to(torch.int32)
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bool(bad.item()):
             what = "loss or weights" if weights else "loss"
             raise NonFiniteLoss(
@@ -293,18 +311,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:
-        from ham.train.reporting import make_sinks
+        from ham.train.sinks import ProgressBar, make_sinks
 
         cfg, t = self.cfg, self.cfg.trainer
         self.build()
         self.maybe_resume()
-        self.sinks = make_sinks(cfg, self.run_dir, self.env, resume_step=self.step, wandb_id=self.wandb_id)
-        self.wandb_id = self.sinks.wandb_id
+        wandb = OmegaConf.select(cfg, "logger.wandb")
+        self.sinks = make_sinks(self.run_dir, is_main=self.env.is_main, resume_step=self.step,
+                                wandb=None if wandb is None else OmegaConf.to_container(wandb, resolve=True),
+                                config=OmegaConf.to_container(cfg, resolve=True), wandb_resume_id=self.wandb_id)
+        self.wandb_id = self.sinks.wandb_id or self.wandb_id
         self._install_signal_handlers()
         self._bad = torch.zeros((), dtype=torch.bool, device=self.env.device)
         self._reset_interval()
         last_step = self.total_steps if t.max_steps is None else min(self.total_steps, t.max_steps)
-        bar = self.sinks.progress(total=last_step, initial=self.step)
+        setting = t.progress_bar
+        bar = ProgressBar(total=last_step, initial=self.step, enabled=self.env.is_main and setting is not False,
+                          tty=None if setting == "auto" else bool(setting))
         wall0 = time.perf_counter()
         self.model.train()
         try:
@@ -337,7 +360,7 @@ class Trainer:
             if self.step % t.log_every_steps == 0 or self.step == last_step:
                 row = self._log_metrics()
                 row["epoch"] = self.epoch + self.batch_in_epoch / self.steps_per_epoch
-                self.sinks.log(row)
+                self.sinks.log(row, step=self.step)
                 bar.set_postfix({"loss": f"{row['train/loss']:.4f}", "lr": f"{row['lr']:.3g}"})
             if self._should_stop():
                 self.save_checkpoint()
@@ -357,7 +380,7 @@ class Trainer:
         val = self.evaluate()
         row = {"step": self.step, "epoch": float(self.epoch), **val}
         self.history["last_eval"] = {"step": self.step, **val}
-        self.sinks.log(row)
+        self.sinks.log(row, step=self.step)
         return val
 
     def _finish(self, wall: float) -> dict[str, Any]:
@@ -394,8 +417,17 @@ class Trainer:
             exported = self.sparsifier.export_state_dict(self.model)
             _atomic_torch_save(exported, self.run_dir / "model_final.pt")
             _atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
-            self.sinks.finish(summary)
+            self._plots(summary)
+            self.sinks.summary(summary)
+            self.sinks.finish()
         return summary
+
+    def _plots(self, summary: dict[str, Any]) -> None:
+        from ham.train.plots import plot_curves, plot_layer_sparsity
+
+        plot_curves(self.run_dir / "metrics.jsonl", self.run_dir / "curves.png")
+        if summary.get("sparsity", 0) > 0:
+            plot_layer_sparsity(summary["sparsity_per_layer"], self.run_dir / "layer_sparsity.png")
 
     def _last_logged(self, key: str):
         return self.sinks.last.get(key)
@@ -429,5 +461,12 @@ def _atomic_write_text(path: Path, text: str) -> None:
     _atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
-def is_finite(x: float) -> bool:
-    return x is not None and math.isfinite(x)
+def _to_cpu(v):
+    if isinstance(v, torch.Tensor):
+        return v.cpu()
+    if isinstance(v, dict):
+        return {k: _to_cpu(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return type(v)(_to_cpu(x) for x in v)
+    return v
+
