@@ -86,7 +86,14 @@ class HAM(OptimizerWrapper):
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None):
-        signs = self._remember_signs() if self.variant == "signed" else None
+        signs = None
+        if self.variant == "signed":
+            from ham.optim.sam import sam_of
+
+            sam = sam_of(self.base)
+            if sam is not None and sam.pending:
+                sam.restore()  # the signs must be those of x_k, not of SAM's perturbed point
+            signs = self._remember_signs()
         loss = self.base.step(closure) if closure is not None else self.base.step()
         self.hyperbolic_step(signs)
         return loss
