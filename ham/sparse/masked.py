@@ -58,7 +58,7 @@ class MaskedSparsifier(Sparsifier):
             if reset_state_of_changed and self.optimizer is not None:
                 changed_or_pruned = ~m if old is None else (~m | (m & ~old))
                 M.mask_optimizer_state_(self.optimizer, weights[n], ~changed_or_pruned)
-            weights[n].mul_(m)
+            weights[n].masked_fill_(~m, 0)
         self.masks = masks
 
     def clear_masks(self) -> None:

@@ -84,21 +84,23 @@ def _weights_by_name(model_or_tensors: nn.Module | dict[str, Tensor], names: Ite
 
 @torch.no_grad()
 def apply_masks_(masks: dict[str, Tensor], model_or_tensors: nn.Module | dict[str, Tensor]) -> None:
-    """weight *= mask for every masked layer. `masks` is keyed by module name ("layer1.0.conv1"); the second
-    argument is the model, or a dict of the weight tensors keyed the same way."""
+    """Pruned entries set to exactly 0 for every masked layer (masked_fill, not a multiply: 0 * NaN is NaN).
+    `masks` is keyed by module name ("layer1.0.conv1"); the second argument is the model, or a dict of the weight
+    tensors keyed the same way."""
     tensors = _weights_by_name(model_or_tensors, masks)
     for n, m in masks.items():
-        tensors[n].mul_(m)
+        tensors[n].masked_fill_(~m, 0)
 
 
 @torch.no_grad()
 def mask_grads_(masks: dict[str, Tensor], model_or_tensors: nn.Module | dict[str, Tensor]) -> None:
-    """grad *= mask (grads of pruned weights become exactly zero; then momentum and decay add nothing)."""
+    """Grads of pruned weights set to exactly zero (then momentum and decay add nothing), even where a diverging
+    run produced NaN/inf."""
     tensors = _weights_by_name(model_or_tensors, masks)
     for n, m in masks.items():
         g = tensors[n].grad
         if g is not None:
-            g.mul_(m)
+            g.masked_fill_(~m, 0)
 
 
 @torch.no_grad()
@@ -108,7 +110,7 @@ def mask_optimizer_state_(optimizer: torch.optim.Optimizer | None, param: Tensor
         return
     for v in optimizer.state.get(param, {}).values():
         if isinstance(v, Tensor) and v.shape == param.shape:
-            v.mul_(mask)
+            v.masked_fill_(~mask.bool(), 0)
 
 
 @torch.no_grad()
