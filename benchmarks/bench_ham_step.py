@@ -185,6 +185,15 @@ def resnet50_train_step_seconds(device, batch=64, repeats=10) -> float:
     return statistics.median(timed(step, device) for _ in range(repeats))
 
 
+def _kernel_builds(device) -> int | None:
+    """CPU: compiler runs of this process; CUDA: Triton specialisations compiled (None if not countable)."""
+    if device.type == "cpu":
+        return cpu_kernel.BUILD_COUNT[0]
+    from ham.optim.kernels.triton_kernel import compiled_variants
+
+    return compiled_variants()
+
+
 def report(device, args):
     s = Setup(device, with_naive=args.naive_repeats > 0)
     # (one-time cost) first fused call in this process: CPU = load the cached build (or build), CUDA = Triton JIT
@@ -193,9 +202,9 @@ def report(device, args):
     builds_in_first = cpu_kernel.BUILD_COUNT[0] - builds_before
     if device.type == "cpu" and not cpu_kernel.available():
         print(f"  NOTE: fused CPU kernel unavailable here ({cpu_kernel._STATE.get('error')}); 'fused' ran foreach")
-    builds_after_warmup = cpu_kernel.BUILD_COUNT[0]
+    builds_after_warmup = _kernel_builds(device)
     med, ratio, _, _ = time_rounds(s, args.repeats, args.naive_repeats)
-    rebuilds = cpu_kernel.BUILD_COUNT[0] - builds_after_warmup
+    rebuilds = None if builds_after_warmup is None else _kernel_builds(device) - builds_after_warmup
     if device.type == "cuda":
         mems = {label: peak_extra_bytes(fn, device) for label, fn in s.cases.items()}
         if s.naive is not None:
@@ -214,7 +223,8 @@ def report(device, args):
         print(f"fused kernel first call: {first_call:.3f} s ({how}){cold}")
     else:
         print(f"fused kernel first call (Triton JIT or its disk cache + run): {first_call:.3f} s")
-    print(f"kernel builds during the {args.repeats} timed rounds (lr changed every call): {rebuilds}")
+    print(f"kernel builds/compiles during the {args.repeats} timed rounds (lr changed every call): "
+          f"{'not countable' if rebuilds is None else rebuilds}")
     print(f"{'':44s} {'time (ms)':>10s} {'x SGD':>7s} {'peak extra MiB':>15s}")
     for label in [*s.cases, *([s.naive_label] if s.naive_label in med else [])]:
         print(f"{label:44s} {med[label] * 1e3:10.2f} {ratio[label]:7.2f} {mems.get(label, float('nan')) / 2**20:15.1f}")

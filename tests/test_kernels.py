@@ -11,8 +11,8 @@ from ham.optim import kernels
 from ham.optim.functional import hyperbolic_step_
 from ham.optim.kernels import cpu_kernel
 
-CASES = [dict(alpha=200.0, beta=1e-3, clamp=5.0), dict(alpha=-30.0, beta=0.0, clamp=5.0),  # nHAM, no beta
-         dict(alpha=0.0, beta=0.2, clamp=None), dict(alpha=5e3, beta=1e-2, clamp=1.0)]  # beta only; clamp bites
+CASES = [{"alpha": 200.0, "beta": 1e-3, "clamp": 5.0}, {"alpha": -30.0, "beta": 0.0, "clamp": 5.0},  # nHAM, no beta
+         {"alpha": 0.0, "beta": 0.2, "clamp": None}, {"alpha": 5e3, "beta": 1e-2, "clamp": 1.0}]  # beta only; clamp bites
 
 needs_compiler = pytest.mark.skipif(cpu_kernel._compiler() is None, reason="no C compiler: CPU kernel not built")
 
@@ -87,6 +87,18 @@ def test_half_params_computed_in_fp32_and_rounded_once(dtype, ulp, signed):
 
 
 @needs_compiler
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_every_half_value_round_trips_exactly(dtype):
+    # factor exp(0) = 1: each of the 65536 bit patterns is converted to fp32 and back, unchanged (NaN stays NaN)
+    x = torch.arange(-(2**15), 2**15, dtype=torch.int32).to(torch.int16).view(dtype)
+    before = x.clone()
+    _fused([x], [torch.zeros_like(x)], lr=0.1, alpha=1.0, beta=0.0, clamp=5.0)
+    nan = torch.isnan(before)
+    assert torch.equal(torch.isnan(x), nan)
+    assert torch.equal(x[~nan].view(torch.int16), before[~nan].view(torch.int16))
+
+
+@needs_compiler
 def test_exp_range_overflow_and_underflow_like_torch():
     # x = 1, e = -g: the result is exp(-g) over the whole float range, including inf and subnormals/0
     g = -torch.cat([torch.linspace(-110.0, 95.0, 200_001), torch.linspace(-0.5, 0.5, 10_001)])
@@ -155,7 +167,7 @@ def test_unhandled_tensors_are_returned_untouched_and_stepped_by_foreach():
     params = [ps[0], nc, ps[1], mixed]
     grads = [gs[0], torch.randn(40, 30).t(), gs[1], torch.randn(5, 5, dtype=torch.float64)]
     before = [p.clone() for p in params]
-    kw = dict(lr=0.1, alpha=50.0, beta=0.1, clamp=5.0, signs=None, beta_where_grad=False)
+    kw = {"lr": 0.1, "alpha": 50.0, "beta": 0.1, "clamp": 5.0, "signs": None, "beta_where_grad": False}
     rest = kernels.fused_hyperbolic_step_(params, grads, **kw)
     assert _ids(rest[0]) == _ids([nc, mixed]) and _ids(rest[1]) == _ids([grads[1], grads[3]]) and rest[2] is None
     assert torch.equal(nc, before[1]) and torch.equal(mixed, before[3])

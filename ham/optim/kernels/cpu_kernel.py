@@ -28,7 +28,7 @@ DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 SIGN_CODES = {None: 0, torch.int8: 1, torch.float32: 2}  # None: the sign of the parameter itself
 
 # Compiler flag sets, best first; the first that builds is used (e.g. no OpenMP -> single-threaded kernel).
-_FLAG_SETS = (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native"], [])
+_FLAG_SETS = (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native", "-fopenmp-simd"], ["-fopenmp-simd"], [])
 _BASE_FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared"]
 
 _LOCK = threading.Lock()
@@ -62,12 +62,18 @@ def _cpu_signature() -> str:
 
 
 def _build(cc: str) -> Path:
-    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30).stdout
+    version = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=30, check=False).stdout
     key = hashlib.sha256("\0".join([SOURCE, cc, version, _cpu_signature(), str(_FLAG_SETS)]).encode()).hexdigest()
     target = _cache_dir() / f"ham_step_{key[:20]}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:  # read-only home: a per-user temporary cache still saves rebuilding in later processes
+        target = Path(tempfile.gettempdir()) / f"ham_kernels_{os.getuid() if hasattr(os, 'getuid') else 0}" / target.name
+        if target.exists():
+            return target
+        target.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src = Path(tmp) / "ham_step.c"
@@ -76,7 +82,7 @@ def _build(cc: str) -> Path:
             out = Path(tmp) / "ham_step.so"
             cmd = [cc, *_BASE_FLAGS, *flags, str(src), "-o", str(out)]
             BUILD_COUNT[0] += 1
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=False)
             if proc.returncode == 0:
                 os.replace(out, target)  # atomic: concurrent processes (DDP ranks) never see a partial file
                 return target

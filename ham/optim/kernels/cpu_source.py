@@ -1,13 +1,15 @@
 """C source of the CPU kernel (built by cpu_kernel.py with the system C compiler, loaded through ctypes).
 
-Plain C on raw pointers, no torch headers: a cold build takes well under a second, where a torch C++ extension
-(load_inline) or inductor's C++ codegen takes 10-60 s. One call steps a whole list of tensors inside ONE OpenMP
-parallel region (work split evenly by element count across threads), so the per-tensor cost is a few pointer
-loads, not a kernel launch, and a loaded machine sees one thread barrier per step instead of one per tensor.
+Plain C on raw pointers, no torch headers: a cold build takes ~0.2-0.6 s, where the torch.compile (inductor C++)
+version this replaced took 12 s cold and 3-7 s per process even with inductor's disk cache. One call steps a whole
+list of tensors inside ONE OpenMP parallel region (work split evenly by element count across threads), so the
+per-tensor cost is a few pointer loads, and a loaded machine sees one thread barrier per step, not one per tensor.
 
-Arithmetic: the same operation order as the reference formula, with floating-point contraction disabled at build
-time (-ffp-contract=off), so the exponent is bit-identical to the reference; exp() is a branch-free polynomial
-(below) so the loops vectorize; its error is ~1-2 ulp, the same class as torch's own vectorised exp.
+Arithmetic: the reference formula's operation order, with floating-point contraction disabled at build time
+(-ffp-contract=off), so the exponent is bit-identical to the reference; exp() is a branch-free polynomial (below)
+so the loops vectorize, within 1 ulp of the exact value over the whole float range (measured; torch's is too).
+-fno-trapping-math lets the compiler turn the selects into vector blends (AVX2); it changes no value.
+fp32 is loaded/stored as is; bf16/fp16 are converted to fp32 and rounded back once, to nearest even.
 """
 
 SOURCE = r"""
@@ -61,6 +63,32 @@ static inline uint16_t to_bf16(float f) {  /* round to nearest even; NaN stays a
     return (uint16_t)(f != f ? nan : rounded);
 }
 
+/* IEEE half <-> float in integer/float bit operations (compilers turn _Float16 casts into per-element library
+   calls on most x86 targets, which do not vectorize). Exact for every half; float -> half rounds to nearest
+   even, overflows to inf, keeps NaN a NaN and rounds into the subnormal range correctly. */
+static inline float load_f16(const uint16_t *p, int64_t i) {
+    uint32_t h = p[i];
+    uint32_t em = h & 0x7FFFu;
+    float normal = f32_from_bits((em << 13) + (112u << 23));                  /* rebias exponent 15 -> 127 */
+    float sub = f32_from_bits((em << 13) + (113u << 23)) - 6.103515625e-05f;  /* 2^-14 * (1 + m/1024) - 2^-14 */
+    float special = f32_from_bits((em << 13) | 0x7F800000u | (em > 0x7C00u ? 0x400000u : 0u)); /* inf, quiet NaN */
+    float mag = em < 0x400u ? sub : (em >= 0x7C00u ? special : normal);
+    return f32_from_bits(bits_from_f32(mag) | ((h & 0x8000u) << 16));
+}
+static inline uint16_t to_f16(float f) {
+    uint32_t u = bits_from_f32(f);
+    uint32_t a = u & 0x7FFFFFFFu;
+    uint32_t sign = (u >> 16) & 0x8000u;
+    /* normal range: drop 13 mantissa bits with round-to-nearest-even; a carry correctly bumps the exponent */
+    uint32_t normal = (a - (112u << 23) + 0xFFFu + ((a >> 13) & 1u)) >> 13;
+    /* below 2^-14: adding 0.5 makes the FPU round to a multiple of 2^-24, the half subnormal step */
+    uint32_t sub = bits_from_f32(f32_from_bits(a) + 0.5f) - 0x3F000000u;
+    uint32_t h = a < 0x38800000u ? sub : normal;
+    h = a >= 0x477FF000u ? 0x7C00u : h;  /* rounds to >= 65520: inf */
+    h = a > 0x7F800000u ? 0x7E00u : h;   /* NaN */
+    return (uint16_t)(h | sign);
+}
+
 typedef struct { float neg_lr, alpha, beta, beta_no_grad, lo, hi; } Coef;
 
 /* e = -lr * (alpha * sign(s) * g + b), clamped to [-c, c] (and to exp_f32's range, which changes no result);
@@ -92,6 +120,8 @@ static void NAME(void *xp, const void *gp, const void *sp, int64_t lo, int64_t h
 #define ST_F32(p, i, v) ((p)[i] = (v))
 #define LD_BF16(p, i) load_bf16((p), (i))
 #define ST_BF16(p, i, v) ((p)[i] = to_bf16(v))
+#define LD_F16(p, i) load_f16((p), (i))
+#define ST_F16(p, i, v) ((p)[i] = to_f16(v))
 
 SEGMENT(seg_f32_self, float, LD_F32, ST_F32, xv)
 SEGMENT(seg_f32_i8, float, LD_F32, ST_F32, (float)s8[i])
@@ -100,16 +130,9 @@ SEGMENT(seg_bf16_self, uint16_t, LD_BF16, ST_BF16, xv)
 SEGMENT(seg_bf16_i8, uint16_t, LD_BF16, ST_BF16, (float)s8[i])
 SEGMENT(seg_bf16_f32, uint16_t, LD_BF16, ST_BF16, s32[i])
 
-#ifdef __FLT16_MAX__
-#define HAM_HAS_F16 1
-#define LD_F16(p, i) ((float)(p)[i])
-#define ST_F16(p, i, v) ((p)[i] = (_Float16)(v))
-SEGMENT(seg_f16_self, _Float16, LD_F16, ST_F16, xv)
-SEGMENT(seg_f16_i8, _Float16, LD_F16, ST_F16, (float)s8[i])
-SEGMENT(seg_f16_f32, _Float16, LD_F16, ST_F16, s32[i])
-#else
-#define HAM_HAS_F16 0
-#endif
+SEGMENT(seg_f16_self, uint16_t, LD_F16, ST_F16, xv)
+SEGMENT(seg_f16_i8, uint16_t, LD_F16, ST_F16, (float)s8[i])
+SEGMENT(seg_f16_f32, uint16_t, LD_F16, ST_F16, s32[i])
 
 typedef void (*segment_fn)(void *, const void *, const void *, int64_t, int64_t, const Coef *);
 
@@ -117,11 +140,7 @@ static segment_fn pick(int dtype, int sign_kind) {
     static const segment_fn table[3][3] = {
         {seg_f32_self, seg_f32_i8, seg_f32_f32},
         {seg_bf16_self, seg_bf16_i8, seg_bf16_f32},
-#if HAM_HAS_F16
         {seg_f16_self, seg_f16_i8, seg_f16_f32},
-#else
-        {0, 0, 0},
-#endif
     };
     if (dtype < 0 || dtype > 2 || sign_kind < 0 || sign_kind > 2) return 0;
     return table[dtype][sign_kind];

@@ -72,3 +72,12 @@ def triton_hyperbolic_list_(params, grads, signs, *, lr, alpha: float, beta: flo
         for i, (p, g) in enumerate(zip(params, grads)):
             triton_hyperbolic_(p, g, lr=lr, alpha=alpha, beta=beta, clamp=clamp,
                                signs=signs[i] if signs is not None else None, beta_where_grad=beta_where_grad)
+
+
+def compiled_variants() -> int | None:
+    """How many specialisations of the kernel Triton has compiled in this process (None if this Triton's
+    internals differ); the benchmark checks that a changing lr adds none."""
+    try:
+        return sum(len(cache[0]) for cache in _hyperbolic_kernel.device_caches.values())
+    except Exception:  # noqa: BLE001
+        return None
