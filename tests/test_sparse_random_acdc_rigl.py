@@ -311,3 +311,14 @@ def test_resume_from_state_dict_is_bit_exact(name, opts, stop):
         assert torch.equal(a, b), k
     assert all(torch.equal(full.sp.masks[n], resumed.sp.masks[n]) for n in full.sp.masks)
     assert set(full.sp.masks) == set(resumed.sp.masks)
+
+
+def test_reports_for_the_summary():
+    acdc = Loop("acdc", sparsity=0.9).run_to(4 * SPE)
+    rep = acdc.sp.report()
+    assert rep["compress_epochs"] == acdc_phase_epochs(EPOCHS)[0] and rep["events"] == [[2, "compress"],
+                                                                                         [3, "decompress"]]
+    rigl = Loop("rigl", sparsity=0.9, delta_t=3).run_to(10)
+    assert rigl.sp.report()["n_updates"] == 3 and rigl.sp.report()["t_end"] == 60
+    rnd = Loop("random", sparsity=0.9, distribution="uniform")
+    assert all(d == pytest.approx(0.1, abs=0.01) for d in rnd.sp.report()["layer_density"].values())

@@ -131,6 +131,11 @@ class AcDc(MaskedSparsifier):
                 M.reset_momentum_(self.optimizer, self.weights().values())
             self.events.append((epoch, "decompress"))
 
+    def report(self) -> dict[str, Any]:
+        """For summary.json: the schedule actually used and what happened."""
+        return {"compress_epochs": list(self.compress_epochs), "decompress_epochs": list(self.decompress_epochs),
+                "reset_momentum": self.reset_momentum, "events": [[e, k] for e, k in self.events]}
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "compressed": self.compressed, "last_epoch": self.last_epoch,
                 "events": [[e, k] for e, k in self.events]}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -31,6 +33,11 @@ class RandomPaI(MaskedSparsifier):
         super().__init__(sparsity, keep_first_dense, keep_last_dense)
         self.distribution, self.seed = distribution, int(seed)
         layer_densities({"x": (1, 1)}, 0.0, distribution)  # validate the name early
+
+    def report(self) -> dict[str, Any]:
+        """For summary.json: how the fixed masks were drawn, and each layer's density."""
+        return {"distribution": self.distribution, "seed": self.seed,
+                "layer_density": {n: float(m.float().mean()) for n, m in self.masks.items()}}
 
     def setup(self, model, schedule) -> None:
         super().setup(model, schedule)

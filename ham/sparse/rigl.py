@@ -107,6 +107,11 @@ class RigL(MaskedSparsifier):
         self.updates.append(record)
         self.n_updates += 1
 
+    def report(self) -> dict[str, Any]:
+        """For summary.json: the update schedule and how many updates ran."""
+        return {"delta_t": self.delta_t, "t_end": self.t_end, "drop_fraction": self.drop_fraction,
+                "distribution": self.distribution, "n_updates": self.n_updates}
+
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "n_updates": self.n_updates}
 
