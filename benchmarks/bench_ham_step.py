@@ -227,7 +227,8 @@ def report(device, args):
           f"{'not countable' if rebuilds is None else rebuilds}")
     print(f"{'':44s} {'time (ms)':>10s} {'x SGD':>7s} {'peak extra MiB':>15s}")
     for label in [*s.cases, *([s.naive_label] if s.naive_label in med else [])]:
-        print(f"{label:44s} {med[label] * 1e3:10.2f} {ratio[label]:7.2f} {mems.get(label, float('nan')) / 2**20:15.1f}")
+        mib = mems.get(label, float("nan")) / 2**20
+        print(f"{label:44s} {med[label] * 1e3:10.2f} {ratio[label]:7.2f} {mib:15.1f}")
     fused = med["HAM step, backend=fused"]
     print(f"(a) fused / SGD-momentum step: {ratio['HAM step, backend=fused']:.2f}   "
           f"foreach chain / SGD: {ratio['HAM step, backend=foreach']:.2f}")

@@ -11,8 +11,12 @@ from ham.optim import kernels
 from ham.optim.functional import hyperbolic_step_
 from ham.optim.kernels import cpu_kernel
 
-CASES = [{"alpha": 200.0, "beta": 1e-3, "clamp": 5.0}, {"alpha": -30.0, "beta": 0.0, "clamp": 5.0},  # nHAM, no beta
-         {"alpha": 0.0, "beta": 0.2, "clamp": None}, {"alpha": 5e3, "beta": 1e-2, "clamp": 1.0}]  # beta only; clamp bites
+CASES = [
+    {"alpha": 200.0, "beta": 1e-3, "clamp": 5.0},  # the paper's vision setting
+    {"alpha": -30.0, "beta": 0.0, "clamp": 5.0},  # nHAM, no beta
+    {"alpha": 0.0, "beta": 0.2, "clamp": None},  # beta only, no clamp
+    {"alpha": 5e3, "beta": 1e-2, "clamp": 1.0},  # the clamp bites
+]
 
 needs_compiler = pytest.mark.skipif(cpu_kernel._compiler() is None, reason="no C compiler: CPU kernel not built")
 

@@ -28,7 +28,8 @@ DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
 SIGN_CODES = {None: 0, torch.int8: 1, torch.float32: 2}  # None: the sign of the parameter itself
 
 # Compiler flag sets, best first; the first that builds is used (e.g. no OpenMP -> single-threaded kernel).
-_FLAG_SETS = (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native", "-fopenmp-simd"], ["-fopenmp-simd"], [])
+_FLAG_SETS = (["-march=native", "-fopenmp"], ["-fopenmp"], ["-march=native", "-fopenmp-simd"], ["-fopenmp-simd"],
+              [])
 _BASE_FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-trapping-math", "-fPIC", "-shared"]
 
 _LOCK = threading.Lock()
@@ -69,11 +70,14 @@ def _build(cc: str) -> Path:
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError:  # read-only home: a per-user temporary cache still saves rebuilding in later processes
-        target = Path(tempfile.gettempdir()) / f"ham_kernels_{os.getuid() if hasattr(os, 'getuid') else 0}" / target.name
+    except OSError:  # read-only home: a private temporary cache still saves rebuilding in later processes
+        uid = os.getuid() if hasattr(os, "getuid") else 0
+        target = Path(tempfile.gettempdir()) / f"ham_kernels_{uid}" / target.name
+        target.parent.mkdir(mode=0o700, exist_ok=True)
+        if target.parent.stat().st_uid != uid:  # never load a library someone else could have placed there
+            raise RuntimeError(f"{target.parent} belongs to another user") from None
         if target.exists():
             return target
-        target.parent.mkdir(parents=True, exist_ok=True)
     errors = []
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         src = Path(tmp) / "ham_step.c"
