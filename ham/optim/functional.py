@@ -8,8 +8,8 @@ a weight never changes. No host-device synchronisation happens here: lr may be a
 
 Backends (all compute the same formula; see ham/optim/kernels for the fused ones):
   "foreach"  chain of torch._foreach ops over bounded chunks (portable reference, never compiles)
-  "fused"    one pass per tensor (Triton on CUDA, compiled C++ on CPU); falls back to "foreach" when the
-             fused kernel cannot be built on this machine
+  "fused"    one fused pass (Triton on CUDA; on CPU a C/OpenMP kernel over the whole list, built on first use
+             and loaded through ctypes); falls back to "foreach" when the kernel cannot be built here
   "auto"     "fused" where available, else "foreach"
 """
 
