@@ -244,6 +244,7 @@ class Trainer:
             loss = self._loss(images, targets)
             loss.backward()
         if self.cfg.trainer.grad_clip_norm:
+            self.sparsifier.mask_gradients()  # the clipping norm must not count pruned weights' gradients
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.grad_clip_norm)
         if self.sparsifier.before_step(self.step):
             self.optimizer.step()  # base (or SAM second) step, then the hyperbolic step
