@@ -64,9 +64,21 @@ class MaskedSparsifier(Sparsifier):
     def clear_masks(self) -> None:
         self.masks = {}
 
+    def _pruned(self) -> dict[str, Tensor]:
+        """~mask per layer, cached until the masks dict is replaced (every mask change installs a new dict):
+        saves allocating the inverse on every step."""
+        if getattr(self, "_pruned_for", None) is not self.masks:
+            self._pruned_cache = {n: ~m for n, m in self.masks.items()}
+            self._pruned_for = self.masks
+        return self._pruned_cache
+
     def mask_gradients(self) -> None:
         if self.masks:
-            M.mask_grads_(self.masks, self.weights())
+            weights = self.weights()
+            for n, pruned in self._pruned().items():
+                g = weights[n].grad
+                if g is not None:
+                    g.masked_fill_(pruned, 0)  # not a multiply: 0 * NaN is NaN
 
     def before_step(self, step: int) -> bool:
         self.mask_gradients()
