@@ -55,6 +55,16 @@ class Sparsifier:
         self.model = model
         self.schedule = schedule
 
+    def select_layers(self, model: nn.Module) -> dict[str, nn.Module]:
+        """{name: module} of the prunable conv/linear layers, honouring keep_first_dense / keep_last_dense."""
+        from ham.sparse.masks import prunable_layers
+
+        layers = dict(prunable_layers(model, keep_first_dense=getattr(self, "keep_first_dense", False),
+                                      keep_last_dense=getattr(self, "keep_last_dense", False)))
+        if not layers:
+            raise ValueError("the model has no prunable (conv/linear) layers")
+        return layers
+
     def param_group_overrides(self) -> list[dict[str, Any]]:
         """Param groups the trainer must build as given (e.g. STR thresholds: {'params': [...], 'ham': False,
         'weight_decay': ...}); those params are removed from the default groups."""

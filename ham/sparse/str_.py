@@ -76,10 +76,7 @@ class STR(Sparsifier):
     # -- setup
     def setup(self, model: nn.Module, schedule: TrainSchedule) -> None:
         super().setup(model, schedule)
-        self.layers = dict(M.prunable_layers(model, keep_first_dense=self.keep_first_dense,
-                                             keep_last_dense=self.keep_last_dense))
-        if not self.layers:
-            raise ValueError("the model has no prunable (conv/linear) layers")
+        self.layers = self.select_layers(model)
         for module in self.layers.values():
             parametrize.register_parametrization(module, "weight", SoftThreshold(self.s_init, module.weight))
 
