@@ -21,6 +21,16 @@ def _plt():
     return plt
 
 
+def _save(fig, axes, path: Path, legend_size: int = 7) -> None:
+    """Grid + legend on every panel, tight layout, write the PNG, free the figure."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    _plt().close(fig)
+
+
 def write_csv(path: Path, header: list[str], rows: list[list]) -> None:
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
@@ -94,12 +104,7 @@ def _fig3(out: Path, o: LinregOutcome, s: Settings) -> None:
     axes[3].axhline(0, color="k", lw=0.8)
     axes[3].set(xscale="log", xlabel="time t = step x lr", ylabel="signed minus HAM, mean over seeds",
                 title="||x - x*||: HAM signed minus HAM")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(out / "fig3_linreg.png", dpi=110)
-    plt.close(fig)
+    _save(fig, axes, out / "fig3_linreg.png", legend_size=7)
 
 
 def _fig_sweep(out: Path, o: LinregOutcome, s: Settings, rows: list[dict]) -> None:
@@ -117,12 +122,7 @@ def _fig_sweep(out: Path, o: LinregOutcome, s: Settings, rows: list[dict]) -> No
                 title=f"alpha sweep, beta=0, lr={o.sweep.lr:g}")
     axes[1].set(xscale="symlog", yscale="log", xlabel="alpha (0 = GD)", ylabel="steps to loss < 1e-8",
                 title="convergence speed")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out / "linreg_alpha_sweep.png", dpi=110)
-    plt.close(fig)
+    _save(fig, axes, out / "linreg_alpha_sweep.png", legend_size=8)
 
 
 # ---------------------------------------------------------------------------------------------------- flow (Thm 4.2)
@@ -136,11 +136,7 @@ def flow_files(out: Path, gaps: dict[str, list[tuple[float, float]]]) -> None:
     ref = gaps[next(iter(gaps))]
     ax.loglog([r[0] for r in ref], [ref[-1][1] * r[0] / ref[-1][0] for r in ref], "k--", lw=0.8, label="slope 1")
     ax.set(xlabel="lr", ylabel="max_k ||x_k - x(k lr)||, k lr <= 1", title="Thm 4.2: discrete HAM vs its flow")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "flow_gap.png", dpi=110)
-    plt.close(fig)
+    _save(fig, [ax], out / "flow_gap.png", legend_size=7)
 
 
 # ------------------------------------------------------------------------------------------------ geometry (Fig 1, 2b)
@@ -161,11 +157,7 @@ def geometry_files(out: Path) -> None:
     ax.plot(x, x * x, "k:", lw=1, label="x^2")
     ax.plot(x, x.abs(), "k--", lw=1, label="|x|")
     ax.set(xlabel="x", ylabel="R_alpha(x) / R_alpha(1)", title="Fig. 2b: R_alpha (x0=0), L2 -> L1")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "fig2b_bregman.png", dpi=110)
-    plt.close(fig)
+    _save(fig, [ax], out / "fig2b_bregman.png", legend_size=7)
 
     xs = torch.linspace(-2, 2, 401, dtype=torch.float64)
     cols = {"GD": torch.ones_like(xs)}
@@ -179,11 +171,7 @@ def geometry_files(out: Path) -> None:
     for k, v in cols.items():
         ax.plot(xs, v, label=k, ls="--" if k.startswith("m*w") else "-")
     ax.set(xlabel="x", ylabel="inverse metric I(x)^-1", ylim=(0, 6), title="Fig. 1: artificial learning rates")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(out / "fig1_inverse_metric.png", dpi=110)
-    plt.close(fig)
+    _save(fig, [ax], out / "fig1_inverse_metric.png", legend_size=7)
 
 
 # ------------------------------------------------------------------------------------------------------ text output
