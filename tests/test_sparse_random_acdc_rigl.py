@@ -3,11 +3,11 @@ ham.HAM(SGD(momentum=0.9, weight_decay>0)): exact final sparsity, zeros that sur
 momentum resets, RiGL drop/grow counts, cosine schedule, zero-initialised regrowth and skipped updates, and a
 bit-exact resume from a state_dict."""
 
-import io
 import math
 
 import pytest
 import torch
+from loop_state import LoopState
 from torch import nn
 
 import ham
@@ -33,7 +33,7 @@ def batch(step):
     return torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
 
 
-class Loop:
+class Loop(LoopState):
     """The trainer's order: setup -> optimizer -> attach -> per epoch on_epoch_start -> per step
     backward, before_step, optimizer.step() if it returned True, after_step."""
 
@@ -65,18 +65,6 @@ class Loop:
             self.step += 1
         return self
 
-    def checkpoint(self) -> bytes:
-        buf = io.BytesIO()
-        torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sp": self.sp.state_dict(),
-                    "step": self.step}, buf)
-        return buf.getvalue()
-
-    def restore(self, blob: bytes):
-        st = torch.load(io.BytesIO(blob))
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["opt"])
-        self.sp.load_state_dict(st["sp"])
-        self.step = st["step"]
 
 
 def layer_weights(loop):

@@ -2,10 +2,10 @@
 with ham.HAM around torch SGD (momentum 0.9): exact targets from the exported weights, HAM never touching a
 sparsifier's own parameters, Sign-In resets, the m*w product decay, and bit-exact resume."""
 
-import io
 
 import pytest
 import torch
+from loop_state import LoopState
 from torch import nn
 
 from ham import HAM
@@ -30,7 +30,7 @@ PRUNABLE = [n for n, _ in M.prunable_layers(tiny_model())]
 N_PRUNABLE = sum(m.weight.numel() for _, m in M.prunable_layers(tiny_model()))
 
 
-class Loop:
+class Loop(LoopState):
     """setup -> param groups (+ overrides) -> HAM(SGD) -> attach; per epoch on_epoch_start; per step
     backward -> before_step -> step -> after_step (the order of ham/train/loop.py)."""
 
@@ -62,19 +62,6 @@ class Loop:
                 check(self)
         return self
 
-    def checkpoint(self) -> bytes:
-        buf = io.BytesIO()
-        torch.save({"model": self.model.state_dict(), "opt": self.opt.state_dict(), "sp": self.sp.state_dict(),
-                    "step": self.step}, buf)
-        return buf.getvalue()
-
-    def restore(self, blob: bytes):
-        st = torch.load(io.BytesIO(blob), weights_only=False)
-        self.model.load_state_dict(st["model"])
-        self.opt.load_state_dict(st["opt"])
-        self.sp.load_state_dict(st["sp"])
-        self.step = st["step"]
-        return self
 
 
 def nonzeros(sd):
