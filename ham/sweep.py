@@ -12,7 +12,6 @@ import csv
 import itertools
 import json
 import math
-import os
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -247,6 +246,3 @@ def plot_grid(agg: list[dict[str, Any]], path: Path, metric: str) -> None:
     fig.savefig(path, dpi=120)
     plt.close(fig)
 
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")
