@@ -1,6 +1,32 @@
-"""Hyperbolic Aware Minimization (HAM). ``from ham import HAM`` wraps any torch optimizer."""
+"""Hyperbolic Aware Minimization (HAM). ``from ham import HAM`` wraps any torch optimizer.
 
-from ham.optim import HAM, hyperbolic_step_
+The optimizer names are loaded lazily (PEP 562), so ``import ham.config`` -- what ``train.py --help`` and every
+config check use -- does not pay for importing torch.
+"""
 
-__all__ = ["HAM", "hyperbolic_step_"]
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["HAM", "SAM", "hyperbolic_step_"]
 __version__ = "0.1.0"
+
+_LAZY = {"HAM": "ham.optim.ham", "SAM": "ham.optim.sam", "hyperbolic_step_": "ham.optim.functional"}
+
+if TYPE_CHECKING:  # for type checkers and IDEs
+    from ham.optim.functional import hyperbolic_step_
+    from ham.optim.ham import HAM
+    from ham.optim.sam import SAM
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ham' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
