@@ -1,15 +1,15 @@
 #!/usr/bin/env python
-"""Train with HAM: `python train.py [group=option ...] [key=value ...]`.
+"""Train with HAM -- a Hydra application (`python train.py --help` lists groups, options and flags).
 
-    python train.py experiment=quickstart                      # offline CPU demo (~2 min)
+    python train.py experiment=quickstart                        # offline CPU demo (~2 min)
     python train.py model=resnet50 ham.alpha=200 sparsifier=acdc data_dir=/data/imagenet
+    python train.py -m experiment=quickstart ham.alpha=0,20,200  # a multirun grid (resumable)
+    python train.py --cfg job experiment=quickstart              # print the composed config
     torchrun --nproc_per_node=4 train.py experiment=imagenet_resnet50
-    python train.py --cfg experiment=quickstart                # print the composed config and exit
 
-Groups: model, dataset, optimizer, schedule, sparsifier, ham, logger, experiment (see configs/).
-`hydra.run.dir=DIR` picks the run directory (default: runs/<name>_<config hash>); rerunning the same command
-resumes from its last checkpoint. Exit codes: 0 done, 2 bad config, 3 preempted (checkpoint saved: requeue),
-1 other failure (e.g. NaN loss).
+The app is `ham.cli.main` (`@hydra.main` over configs/train.yaml). Exit codes: 0 done, 1 failure (e.g. NaN
+loss), 2 bad input (one line, nothing created), 3 preempted (checkpoint saved: requeue). Rerunning the same
+command resumes (or skips a finished run).
 """
 
 import sys
@@ -17,4 +17,4 @@ import sys
 from ham.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(main())

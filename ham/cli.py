@@ -1,99 +1,285 @@
-"""`train.py`'s body: compose + validate (exit 2, one line, nothing created) -> run dir -> DDP -> Trainer."""
+"""`train.py`'s body: a Hydra app whose bad input exits 2 with one line, before anything is created.
+
+    train.py:  @hydra.main(configs/train.yaml) -> ham.cli.train(cfg)      (run_cli maps exceptions to exit codes)
+    before Hydra creates the run dir:  ValidateBeforeStart.on_run_start / on_multirun_start -> validate()
+    train(cfg):  finished? -> skip | resume checks -> DDP -> Trainer -> summary
+
+Exit codes: 0 done, 1 failure (NaN loss, a bug: traceback), 2 bad input (one line), 3 preempted (checkpoint saved,
+requeue). train.py sets HYDRA_FULL_ERROR=1 so that Hydra's own errors reach run_cli as exceptions instead of
+multi-line reports; run_cli turns each into one line.
+"""
 
 from __future__ import annotations
 
+import json
+import os
 import sys
-import warnings
 from pathlib import Path
+from typing import Any, Callable
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+
+from ham.config import register_resolvers
+from ham.errors import ConfigError
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PREEMPTED = 0, 1, 2, 3
+
+# at import: a launcher's job process (submitit) unpickles `train` from here and resolves train.yaml's
+# interpolations before any of our code runs
+register_resolvers()
 
 
 def _err(msg: str) -> None:
     print(f"error: {msg}", file=sys.stderr, flush=True)
 
 
-def prepare(overrides: list[str]):
-    """Compose and validate; returns (cfg, run_dir). Raises ConfigError. Creates nothing."""
-    from ham.config import compose, default_run_dir, validate
-    from ham.errors import ConfigError
-    from ham.train.distributed import detect_world
-
-    cfg, run_dir = compose(overrides)
-    _, world, _ = detect_world()
-    validate(cfg, world_size=world)
-    run_dir = Path(run_dir) if run_dir else default_run_dir(cfg)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise ConfigError(f"hydra.run.dir={run_dir} exists and is not a directory")
-    ckpts = list((run_dir / "checkpoints").glob("ckpt_*.pt")) if (run_dir / "checkpoints").is_dir() else []
-    if cfg.resume == "never" and ckpts:
-        raise ConfigError(f"resume=never but {run_dir} already holds checkpoints; choose another hydra.run.dir "
-                          f"or resume=auto")
-    return cfg, run_dir
+def _world_size() -> int:
+    env = os.environ
+    if "WORLD_SIZE" in env:
+        return int(env["WORLD_SIZE"])
+    return int(env.get("SLURM_NTASKS", "1")) if "SLURM_PROCID" in env else 1
 
 
-def write_run_config(cfg, run_dir: Path, overrides: list[str]) -> None:
-    from omegaconf import OmegaConf
-
-    from ham.config import config_hash
-
-    (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
-    old = run_dir / "config.yaml"
-    if old.exists():
-        prev = OmegaConf.load(old)
-        if config_hash(prev) != config_hash(cfg):
-            warnings.warn(f"{run_dir} was started with a different config; resuming with the new one "
-                          f"(see {old} for the old one)", stacklevel=1)
-    OmegaConf.save(cfg, run_dir / "config.yaml", resolve=True)
-    OmegaConf.save(cfg, run_dir / ".hydra" / "config.yaml", resolve=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+def _rank() -> int:
+    env = os.environ
+    return int(env.get("RANK", env.get("SLURM_PROCID", "0")))
 
 
-def main(argv: list[str]) -> int:
-    from ham.errors import ConfigError
+def _task_config(config: DictConfig) -> DictConfig:
+    cfg = OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"])
+    OmegaConf.resolve(cfg)
+    return cfg
 
-    if any(a in ("-h", "--help") for a in argv):
-        print(sys.modules["__main__"].__doc__ or "python train.py [overrides]")
-        return EXIT_OK
-    if any(a in ("-m", "--multirun") for a in argv):
-        _err("train.py runs one job; use `python sweep.py` for grids (it can launch on SLURM)")
-        return EXIT_CONFIG
-    print_cfg = "--cfg" in argv
-    overrides = [a for a in argv if a != "--cfg"]
-    try:
-        cfg, run_dir = prepare(overrides)
-    except ConfigError as e:
-        _err(str(e))
-        return EXIT_CONFIG
-    if print_cfg:
-        from omegaconf import OmegaConf
 
-        print(OmegaConf.to_yaml(cfg))
-        print(f"# run dir: {run_dir}")
-        return EXIT_OK
+# ------------------------------------------------------------------ before anything is created
+def _exit_on_config_error(check: Callable[..., None]) -> Callable[..., None]:
+    """Hydra swallows a callback's exceptions (it only warns): a bad config must stop the process here, with
+    its one line and exit 2, before the run/sweep directory exists."""
+    def wrapped(self: Any, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            check(self, config, **kwargs)
+        except ConfigError as e:
+            if _rank() == 0:
+                _err(str(e))
+            raise SystemExit(EXIT_CONFIG) from None
+
+    return wrapped
+
+
+class ValidateBeforeStart(Callback):
+    """Hydra callback (configs/train.yaml `hydra.callbacks`): runs after composition, before Hydra creates the
+    run/sweep directory, so a bad config leaves nothing behind."""
+
+    @_exit_on_config_error
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from ham.config import validate
+
+        validate(_task_config(config), world_size=_world_size(), run_dir=Path(str(config.hydra.run.dir)))
+
+    @_exit_on_config_error
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        """Compose and check every job of the sweep up front: a typo fails here, not in the 40th SLURM job."""
+        from hydra import compose
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        from ham.config import validate
+
+        overrides = [str(o) for o in config.hydra.overrides.task]
+        parsed = OverridesParser.create().parse_overrides(overrides)
+        if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+
+            jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        else:  # a search sweeper (optuna) picks values itself: check the base config
+            jobs = [[o.input_line for o in parsed if not o.is_sweep_override()]]
+        seen_data: set[tuple] = set()
+        for job in jobs:
+            try:
+                cfg = compose(config_name=str(config.hydra.job.config_name), overrides=list(job))
+                OmegaConf.resolve(cfg)
+            except Exception as e:  # noqa: BLE001
+                from ham.config import explain_hydra_error
+
+                raise ConfigError(f"job {' '.join(job)}: {explain_hydra_error(e)}") from None
+            key = (cfg.dataset.name, cfg.data_dir, cfg.trainer.global_batch_size)
+            try:
+                validate(cfg, world_size=_world_size(), check_data=key not in seen_data)
+            except ConfigError as e:
+                raise ConfigError(f"job {' '.join(job)}: {e}") from None
+            seen_data.add(key)
+
+
+# ------------------------------------------------------------------ the task
+def train(cfg: DictConfig) -> Any:
+    """Hydra task function: one run in Hydra's output dir. Returns `optimized_metric` of the summary (what
+    Hydra's optuna sweeper maximises) or None. Raises ConfigError / Preempted / NonFiniteLoss on failure."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    from ham.config import config_changes, config_hash, previous_config, validate
+
+    hc = HydraConfig.get()
+    run_dir = Path(hc.runtime.output_dir)
+    OmegaConf.resolve(cfg)
+    if hc.mode == RunMode.MULTIRUN:  # the sweep was checked as a whole; this job's dir and data now
+        validate(cfg, world_size=_world_size(), run_dir=run_dir)
+    summary = finished_summary(run_dir, config_hash(cfg))
+    if summary is not None:
+        if _rank() == 0:
+            from ham.train.sinks import format_summary_table
+
+            print(f"{run_dir}: already finished (summary.json); delete it or choose another hydra.run.dir to "
+                  f"train again", file=sys.stderr, flush=True)
+            print(format_summary_table(summary, run_dir))
+        return _objective(cfg, summary)
+    old = previous_config(run_dir)
+    if old is not None and _rank() == 0 and any((run_dir / "checkpoints").glob("ckpt_*.pt")):
+        changes = [c for c in config_changes(old, cfg) if not c[0].startswith("hydra")]
+        if changes:
+            shown = ", ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in changes[:8])
+            more = f" (+{len(changes) - 8} more)" if len(changes) > 8 else ""
+            print(f"resuming {run_dir} with a changed config (the new values win): {shown}{more}",
+                  file=sys.stderr, flush=True)
 
     from ham.train.distributed import setup_distributed, teardown_distributed
-    from ham.train.loop import NonFiniteLoss, Preempted, Trainer
+    from ham.train.loop import Trainer
 
+    _export_submitit_ddp_env()
     env = setup_distributed()
-    code = EXIT_OK
     try:
         if env.is_main:
-            write_run_config(cfg, run_dir, overrides)
+            from ham.train.io import atomic_write_text
+
+            atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
         summary = Trainer(cfg, run_dir, env).run()
         if env.is_main:
             from ham.train.sinks import format_summary_table
 
             print(format_summary_table(summary, run_dir))
-    except Preempted as e:
-        _err(f"{e}; exit {EXIT_PREEMPTED} (requeue to resume)")
-        code = EXIT_PREEMPTED
-    except NonFiniteLoss as e:
-        _err(str(e))
-        code = EXIT_FAILED
-    except ConfigError as e:  # found late (e.g. a dataset that is there but unusable)
-        _err(str(e))
-        code = EXIT_CONFIG
     finally:
         teardown_distributed()
-    return code
+    return _objective(cfg, summary)
+
+
+def finished_summary(run_dir: Path, cfg_hash: str) -> dict[str, Any] | None:
+    """The summary of a run that finished with this exact config, else None."""
+    path = run_dir / "summary.json"
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if summary.get("config_hash") == cfg_hash else None
+
+
+def _objective(cfg: DictConfig, summary: dict[str, Any]) -> Any:
+    key = cfg.get("optimized_metric")
+    return None if not key else summary.get(key)
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, default=str)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def _export_submitit_ddp_env() -> None:
+    """Under hydra-submitit-launcher every SLURM task runs this job: make the tasks one DDP group."""
+    if "SUBMITIT_EXECUTOR" not in os.environ or "MASTER_ADDR" in os.environ:
+        return
+    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+        return
+    import submitit
+
+    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+
+
+# ------------------------------------------------------------------ process entry
+def main(argv: list[str] | None = None) -> int:
+    """`python train.py ARGS` (argv=None: sys.argv), also callable in-process (tests, notebooks): the Hydra app
+    over configs/train.yaml, with every known failure mapped to its exit code and one line."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from ham.config import CONFIG_DIR
+
+    setup()
+    # Hydra's own errors must reach run_cli as exceptions (it prints them as one line and exits 2)
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    app = hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(train)
+    saved = sys.argv
+    if argv is not None:
+        sys.argv = [saved[0] if saved else "train.py", *argv]
+    try:
+        return run_cli(app)
+    finally:
+        sys.argv = saved
+        GlobalHydra.instance().clear()  # a later in-process call composes afresh
+
+
+def run_cli(hydra_main: Callable[[], Any]) -> int:
+    """Call the @hydra.main function; map every known failure to its exit code and one line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    from ham.errors import NonFiniteLoss, Preempted
+
+    try:
+        hydra_main()
+    except SystemExit as e:  # --help, argparse errors, a config error found by ValidateBeforeStart
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILED)
+    except ConfigError as e:
+        _err(str(e))
+        return EXIT_CONFIG
+    except Preempted as e:
+        if _rank() == 0:
+            _err(f"{e}; exit {EXIT_PREEMPTED} (requeue to resume)")
+        return EXIT_PREEMPTED
+    except NonFiniteLoss as e:
+        _err(str(e))
+        return EXIT_FAILED
+    except (HydraException, OmegaConfBaseException) as e:
+        from ham.config import explain_hydra_error
+
+        _err(explain_hydra_error(e))
+        return EXIT_CONFIG
+    return EXIT_OK
+
+
+def setup() -> None:
+    """What must exist before Hydra composes: the schemas in the ConfigStore and our resolvers."""
+    from ham import schema
+
+    schema.register()
+    register_resolvers()
+
+
+# ------------------------------------------------------------------ --help
+def help_text() -> str:
+    """Hydra's `--help` page (hydra.help.template): usage, every group with its options, the key settings."""
+    from ham import schema
+    from ham.config import GROUPS, group_options
+
+    lines = ["train.py: train with HAM (Hydra app; configs/ mirrors the package).", "",
+             "Usage:",
+             "  python train.py [group=option ...] [key=value ...]      one run (hydra.run.dir=DIR picks its dir)",
+             "  python train.py -m ham.alpha=0,100,200 seed=0,1 ...     a multirun grid (hydra.sweep.dir=DIR)",
+             "  python train.py -m hydra/launcher=submitit_slurm ...    each job on SLURM, every task one DDP rank",
+             "  python train.py --cfg job [--resolve] [overrides]       print the composed config",
+             "  python sweep.py --help                                  alpha/beta grids and the paper's tables",
+             "",
+             "== Config groups (group=option) =="]
+    for g in GROUPS:
+        lines.append(f"  {g:<11} {', '.join(group_options(g))}")
+    lines += ["", "== Keys users rely on ==",
+              "  ham.alpha, ham.beta (0, 0 = the plain base optimizer), sparsifier.sparsity, optimizer.lr,",
+              "  trainer.epochs, trainer.max_steps, trainer.global_batch_size, seed, data_dir, resume (auto|never|FILE)",
+              "", "== Options of the fixed groups (key: default, allowed) =="]
+    for prefix, cls in (("ham", schema.HamConfig), ("trainer", schema.TrainerConfig),
+                        ("schedule", schema.ScheduleConfig)):
+        lines += [f"  {prefix}.{line}" for line in schema.describe(cls)]
+    lines += ["", "Exit codes: 0 done, 1 failure, 2 bad input (one line, nothing created), 3 preempted (requeue).",
+              "Hydra's own flags: --cfg job|hydra|all, --resolve, --package, --info, --hydra-help, -sc install=bash.",
+              "", "== This run's config (with your overrides) ==", "$CONFIG"]
+    return "\n".join(lines)

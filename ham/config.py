@@ -1,16 +1,19 @@
-"""Compose and validate the Hydra config BEFORE anything is created (run dir, W&B run, process group).
+"""The one validation path: the composed config -> checks -> ConfigError (one line) before anything is created.
 
-We use Hydra's compose API instead of ``@hydra.main`` because the latter creates its output directory before our
-code runs, and its errors are multi-line tracebacks; the contract is "exit code 2 and ONE line naming the key
-and the allowed values, and nothing created". Every problem is raised as ``ConfigError``.
+    schema (ham/schema.py)  unknown keys, wrong types (while Hydra composes), ranges, choices, cross-field rules
+    validate() below        what needs the world: world size, data on disk, batch vs dataset size, ffcv
+                            installed, the resume source (a file, or a run directory's checkpoints and config)
+
+`compose()` is Hydra's compose API over configs/train.yaml, for tests, sweep.py and notebooks; `train.py` gets
+the same config from `@hydra.main`. Nothing here imports torch.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -21,216 +24,247 @@ from ham.errors import ConfigError
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(os.environ.get("HAM_CONFIG_DIR", REPO_ROOT / "configs"))
 GROUPS = ("model", "dataset", "optimizer", "schedule", "sparsifier", "ham", "logger", "experiment")
-RUN_DIR_KEY = "hydra.run.dir"
+# Keys whose change makes a run directory's checkpoints meaningless: resuming with another value is refused.
+FROZEN_ON_RESUME = ("model", "dataset.name", "dataset.img_size", "sparsifier", "optimizer.name", "optimizer.sam",
+                    "trainer.global_batch_size", "trainer.epochs", "seed")
 
 
 def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-def split_overrides(overrides: Iterable[str]) -> tuple[list[str], str | None]:
-    """Separate ``hydra.run.dir=DIR`` (handled by us) from the config overrides; check group options."""
-    rest, run_dir = [], None
-    for ov in overrides:
-        key, sep, value = ov.partition("=")
-        if not sep:
-            raise ConfigError(f"override {ov!r} is not of the form key=value")
-        bare = key.lstrip("+~")
-        if bare == RUN_DIR_KEY:
-            run_dir = value
-            continue
-        if bare.startswith("hydra."):
-            raise ConfigError(f"{bare} is not supported; the only hydra key train.py accepts is {RUN_DIR_KEY}")
-        if bare in GROUPS and value not in ("null",):
-            allowed = group_options(bare)
-            if value not in allowed:
-                raise ConfigError(f"{bare}={value} is not a known option; allowed: {', '.join(allowed)}")
-        rest.append(ov)
-    return rest, run_dir
-
-
-def compose(overrides: Iterable[str] = ()) -> tuple[DictConfig, str | None]:
-    """Compose configs/train.yaml with command-line style overrides. Returns (cfg, run_dir or None)."""
+def compose(overrides: Iterable[str] = ()) -> DictConfig:
+    """configs/train.yaml with command-line style overrides, resolved (no `hydra` node). Raises ConfigError."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
-    from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
 
-    overrides, run_dir = split_overrides(list(overrides))
+    from ham import schema
+
+    schema.register()
+    register_resolvers()
+    overrides = list(overrides)
     try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="ham"):
+        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="train"):
             cfg = hydra_compose("train", overrides=overrides)
         OmegaConf.resolve(cfg)
-    except (HydraException, OmegaConfBaseException) as e:
-        msg = _one_line(e)
-        bad = _unknown_key(msg)
-        if bad is not None:
-            msg = _unknown_key_message(bad, [o for o in overrides if not o.lstrip("+~").startswith(bad + "=")])
-        raise ConfigError(msg) from None
-    return cfg, run_dir
+    except Exception as e:  # noqa: BLE001 -- Hydra/OmegaConf composition errors
+        raise ConfigError(explain_hydra_error(e)) from None
+    return cfg
 
 
-def _unknown_key(msg: str) -> str | None:
-    import re
+# ------------------------------------------------------------------ Hydra/OmegaConf errors -> one line
+def explain_hydra_error(e: BaseException) -> str:
+    """One line naming the key and what is allowed, from a Hydra or OmegaConf exception."""
+    from hydra.errors import MissingConfigException
 
-    m = re.search(r"Could not override '([^']+)'", msg) or re.search(r"Key '[^']+' is not in struct.*?full_key: "
-                                                                     r"(\S+)", msg)
-    return m.group(1) if m else None
+    if isinstance(e, MissingConfigException):
+        group = (e.missing_cfg_file or "").rsplit("/", 1)[0] if e.missing_cfg_file else None
+        m = re.search(r"Could not find '([^']+)'", str(e))
+        wanted = (m.group(1) if m else e.missing_cfg_file or "?").strip("/")
+        if "/" in wanted:
+            group, option = wanted.rsplit("/", 1)
+            if group in GROUPS or (CONFIG_DIR / group).is_dir():
+                return f"{group}={option} is not a known option; allowed: {', '.join(group_options(group))}"
+        return _one_line(e)
+    cause = e.__cause__ if e.__cause__ is not None else e
+    text = _one_line(cause)
+    if isinstance(cause, ConfigError):
+        return str(cause)
+    full_key = re.search(r"full_key: (\S+)", text)
+    key = full_key.group(1) if full_key else None
+    m = re.search(r"Could not override '([^']+)'", _one_line(e))
+    if m:
+        key = m.group(1)
+    if "reference_type=Dict" in text and full_key:  # a free-form dict (e.g. sparsifier.source): keys are added
+        parent = key.rsplit(".", 1)[0] if key and "." in key else key
+        return f"{key} is not a key of {parent} yet; add it with +{key}=..."
+    if "is not in struct" in text or "not in struct" in _one_line(e) or "Key '" in text and "not in" in text:
+        if key:
+            return _unknown_key_message(key, text)
+    conv = re.search(r"Value '([^']*)' (?:of type '[^']+' )?could not be converted to (\w+)", text)
+    if conv and key:
+        return f"{key}={conv.group(1)} is not allowed; it must be {_article(conv.group(2))}"
+    if "Missing mandatory value" in text and key:
+        return f"{key} is not set; it is required (set {key}=...)"
+    if key and key in text:
+        return text.split(" full_key:")[0] if "full_key" in text else text
+    return _one_line(e)
 
 
-def _unknown_key_message(key: str, other_overrides: list[str]) -> str:
-    """Name the bad key and the keys that do exist at that level."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
+def _article(type_name: str) -> str:
+    return {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
+            "String": "a string"}.get(type_name, f"a {type_name}")
+
+
+def _unknown_key_message(key: str, text: str = "") -> str:
+    """Name the bad key and the keys its schema has (the schema class is named in OmegaConf's message)."""
+    import dataclasses
+
+    from ham import schema
 
     parent = key.rsplit(".", 1)[0] if "." in key else ""
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="ham"):
-            cfg = hydra_compose("train", overrides=other_overrides)
-        node = OmegaConf.select(cfg, parent) if parent else cfg
-        allowed = ", ".join(sorted(node.keys())) if isinstance(node, DictConfig) else "none (not a group of keys)"
-    except Exception:  # noqa: BLE001 -- the short message is still right
-        allowed = "see python train.py --cfg"
-    return f"{key} is not a config key; keys of {parent or 'the root config'}: {allowed}"
+    m = re.search(r"object_type=(\w+)", text)
+    cls = getattr(schema, m.group(1), None) if m else None
+    if cls is None and not parent:
+        cls = schema.TrainConfig
+    if cls is not None and dataclasses.is_dataclass(cls):
+        keys = ", ".join(sorted(f.name for f in dataclasses.fields(cls))) or "none"
+        return f"{key} is not a config key; keys of {parent or 'the root config'}: {keys}"
+    return f"{key} is not a config key; see python train.py --cfg job"
 
 
-def _one_line(e: Exception) -> str:
+def _one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
-# --- value checks ------------------------------------------------------------------------------------------
+# ------------------------------------------------------------------ validation
+def validate(cfg: DictConfig, *, world_size: int = 1, run_dir: Path | None = None, check_data: bool = True) -> None:
+    """Raise ConfigError (one line) for the first problem. Touches nothing on disk."""
+    from ham import schema
 
-def _get(cfg: DictConfig, key: str) -> Any:
-    return OmegaConf.select(cfg, key, throw_on_missing=False)
-
-
-def _is_number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
-
-
-def check_number(cfg, key, *, lo=None, hi=None, lo_open=False, hi_open=False, integer=False, optional=False):
-    v = _get(cfg, key)
-    if v is None and optional:
-        return
-    ok = _is_int(v) if integer else _is_number(v)
-    if ok:
-        ok = (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi))
-    if not ok:
-        kind = "an integer" if integer else "a number"
-        rng = []
-        if lo is not None:
-            rng.append(f"{'>' if lo_open else '>='} {lo}")
-        if hi is not None:
-            rng.append(f"{'<' if hi_open else '<='} {hi}")
-        extra = f" {' and '.join(rng)}" if rng else ""
-        null = " (or null)" if optional else ""
-        raise ConfigError(f"{key}={v!r} is not allowed; it must be {kind}{extra}{null}")
-
-
-def check_choice(cfg, key, allowed: Iterable[str], optional=False):
-    v = _get(cfg, key)
-    if v is None and optional:
-        return
-    allowed = list(allowed)
-    if v not in allowed:
-        raise ConfigError(f"{key}={v!r} is not allowed; allowed: {', '.join(map(str, allowed))}")
-
-
-def validate(cfg: DictConfig, *, world_size: int = 1, check_data: bool = True) -> None:
-    """Raise ConfigError (one line) for the first bad value. Touches nothing on disk."""
-    from ham.models import MODEL_NAMES
-    from ham.optim.functional import BACKENDS
-    from ham.optim.ham import VARIANTS
-    from ham.sparse.registry import SPARSIFIER_NAMES
-
-    check_number(cfg, "seed", integer=True, lo=0)
-    check_choice(cfg, "model.name", MODEL_NAMES)
-    check_choice(cfg, "dataset.loader", ["torchvision", "ffcv"])
-    check_number(cfg, "dataset.img_size", integer=True, lo=1)
-
-    check_choice(cfg, "optimizer.name", ["sgd", "adamw"])
-    check_number(cfg, "optimizer.lr", lo=0, lo_open=True)
-    check_number(cfg, "optimizer.weight_decay", lo=0)
-    if cfg.optimizer.name == "sgd":
-        check_number(cfg, "optimizer.momentum", lo=0, hi=1, hi_open=True)
-    if _get(cfg, "optimizer.sam") is not None:
-        check_number(cfg, "optimizer.sam.rho", lo=0, lo_open=True)
-
-    check_number(cfg, "ham.alpha")
-    check_number(cfg, "ham.beta")
-    check_number(cfg, "ham.clamp", lo=0, lo_open=True, optional=True)
-    check_choice(cfg, "ham.variant", VARIANTS)
-    check_choice(cfg, "ham.backend", BACKENDS)
-    check_number(cfg, "ham.min_ndim", integer=True, lo=0)
-
-    check_choice(cfg, "sparsifier.name", SPARSIFIER_NAMES)
-    check_number(cfg, "sparsifier.sparsity", lo=0, hi=1, hi_open=True)
-
-    acdc = cfg.sparsifier.name == "acdc" or (cfg.sparsifier.name == "signin"
-                                             and _get(cfg, "sparsifier.mask_source") == "acdc")
-    if acdc:
-        from ham.sparse.acdc import acdc_phase_epochs, check_schedule
-
-        opts = {k: _get(cfg, f"sparsifier.{k}") for k in ("warmup_fraction", "phase_fraction",
-                                                          "last_dense_fraction", "final_fraction")}
-        c, d = acdc_phase_epochs(cfg.trainer.epochs, **{k: v for k, v in opts.items() if v is not None})
-        check_schedule(_get(cfg, "sparsifier.compress_epochs") or c, _get(cfg, "sparsifier.decompress_epochs") or d,
-                       cfg.trainer.epochs)
-
-    check_choice(cfg, "schedule.name", ["triangular", "cosine", "constant"])
-    check_number(cfg, "schedule.warmup_epochs", lo=0)
-    check_number(cfg, "schedule.start_factor", lo=0)
-    check_number(cfg, "schedule.end_factor", lo=0)
-
-    t = "trainer."
-    check_number(cfg, t + "epochs", integer=True, lo=1)
-    check_number(cfg, t + "max_steps", integer=True, lo=1, optional=True)
-    check_number(cfg, t + "global_batch_size", integer=True, lo=1)
+    schema.check(cfg)
     gbs = cfg.trainer.global_batch_size
     if gbs % world_size:
-        raise ConfigError(f"trainer.global_batch_size={gbs} is not divisible by the world size {world_size}")
-    for key in ("eval_every_epochs", "log_every_steps", "checkpoint_every_steps", "keep_checkpoints",
-                "preempt_check_every"):
-        check_number(cfg, t + key, integer=True, lo=1)
-    check_number(cfg, t + "num_workers", integer=True, lo=0)
-    check_number(cfg, t + "label_smoothing", lo=0, hi=1, hi_open=True)
-    check_number(cfg, t + "grad_clip_norm", lo=0, lo_open=True, optional=True)
-    check_number(cfg, t + "eval_batch_size", integer=True, lo=1, optional=True)
-    check_choice(cfg, t + "precision", ["auto", "bf16", "fp32"])
-    for key in ("channels_last", "progress_bar"):
-        check_choice(cfg, t + key, ["auto", True, False])
-
-    wandb = _get(cfg, "logger.wandb")
-    if wandb is not None:
-        check_choice(cfg, "logger.wandb.mode", ["online", "offline", "disabled"])
-
-    resume = _get(cfg, "resume")
-    if resume not in ("auto", "never") and not (isinstance(resume, str) and Path(resume).is_file()):
-        raise ConfigError(f"resume={resume!r} is not allowed; allowed: auto, never, or an existing checkpoint file")
-
-    if check_data:
-        from ham.data import check_dataset
-
-        check_dataset(cfg.dataset.name, cfg.data_dir, download=bool(cfg.dataset.download))
+        raise ConfigError(f"trainer.global_batch_size={gbs} is not divisible by the world size {world_size}; "
+                          f"allowed: a multiple of {world_size}")
     if cfg.dataset.loader == "ffcv":
         import importlib.util
 
         if importlib.util.find_spec("ffcv") is None:
-            raise ConfigError("dataset.loader='ffcv' needs the ffcv extra (uv sync --extra ffcv, after "
-                              "apt-get install libopencv-dev libturbojpeg0-dev pkg-config); allowed now: torchvision")
+            raise ConfigError("dataset.loader=ffcv needs the ffcv extra (uv sync --extra ffcv, after apt-get install "
+                              "libopencv-dev libturbojpeg0-dev pkg-config); allowed now: torchvision")
+    if check_data:
+        from ham.data.catalog import check_dataset, train_size_at_least
+
+        ds = cfg.dataset
+        check_dataset(ds.name, cfg.data_dir, download=bool(ds.download))
+        if not (ds.name == "cifar100" and ds.download):
+            n = train_size_at_least(ds.name, cfg.data_dir, ds.options, gbs)
+            if -(-n // world_size) < gbs // world_size:
+                raise ConfigError(f"trainer.global_batch_size={gbs} is larger than the training set of "
+                                  f"dataset={ds.name} ({n} images); allowed: 1..{n}")
+    check_resume(cfg, run_dir)
 
 
+def check_resume(cfg: DictConfig, run_dir: Path | None) -> None:
+    resume = cfg.resume
+    if resume not in ("auto", "never"):
+        path = Path(resume)
+        if not path.is_file():
+            raise ConfigError(f"resume={resume!r} is not allowed; allowed: auto, never, or an existing checkpoint "
+                              f"file (this path does not exist)")
+        if not checkpoint_readable(path):
+            raise ConfigError(f"resume={resume!r} is not a readable checkpoint (empty, truncated or not a torch "
+                              f"checkpoint); allowed: auto, never, or a ckpt_*.pt written by train.py")
+    if run_dir is None:
+        return
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"hydra.run.dir={run_dir} exists and is not a directory; choose another hydra.run.dir")
+    ckpts = sorted((run_dir / "checkpoints").glob("ckpt_*.pt")) if (run_dir / "checkpoints").is_dir() else []
+    if not ckpts or resume != "auto":
+        if resume == "never" and ckpts:
+            raise ConfigError(f"resume=never but {run_dir} already holds checkpoints; choose another "
+                              f"hydra.run.dir or resume=auto")
+        return
+    if not any(checkpoint_readable(p) for p in ckpts):
+        names = ", ".join(p.name for p in ckpts)
+        raise ConfigError(f"hydra.run.dir={run_dir}: every checkpoint is unreadable ({names}); move them away "
+                          f"to start over (resume=auto), or pass resume=<a good checkpoint file>")
+    changed = frozen_changes(cfg, run_dir)
+    if changed:
+        key, old, new = changed[0]
+        raise ConfigError(f"{key} changed from {_short(old)} to {_short(new)} since {run_dir} was started; its "
+                          f"checkpoints cannot be resumed with a different {key}; allowed: the old value, or "
+                          f"another hydra.run.dir")
+
+
+def checkpoint_readable(path: Path) -> bool:
+    """Cheap structural check (no torch): a torch checkpoint is a zip archive with a data.pkl record.
+    Catches empty, truncated and random files; the loader still falls back on deeper damage."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return any(n.endswith("/data.pkl") or n == "data.pkl" for n in z.namelist())
+    except (OSError, zipfile.BadZipFile, ValueError):
+        return False
+
+
+def previous_config(run_dir: Path) -> DictConfig | None:
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        return None
+    try:
+        return OmegaConf.load(path)
+    except Exception:  # noqa: BLE001 -- unreadable: treat as unknown
+        return None
+
+
+def config_changes(old: DictConfig, new: DictConfig) -> list[tuple[str, Any, Any]]:
+    """(key, old, new) for every leaf that differs (keys only on one side count as changed)."""
+    a = _flatten(OmegaConf.to_container(old, resolve=True))
+    b = _flatten(OmegaConf.to_container(new, resolve=True))
+    return [(k, a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def frozen_changes(cfg: DictConfig, run_dir: Path) -> list[tuple[str, Any, Any]]:
+    old = previous_config(run_dir)
+    if old is None:
+        return []
+    return [c for c in config_changes(old, cfg) if any(c[0] == f or c[0].startswith(f + ".") for f in FROZEN_ON_RESUME)]
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        return out if out or not prefix else {prefix: {}}
+    return {prefix: d}
+
+
+def _short(v: Any) -> str:
+    s = json.dumps(v, default=str)
+    return s if len(s) <= 60 else s[:57] + "..."
+
+
+# ------------------------------------------------------------------ names of run and sweep directories
 def config_hash(cfg: DictConfig) -> str:
-    """Stable short hash of the resolved config (what makes two runs 'the same run')."""
-    blob = json.dumps(OmegaConf.to_container(cfg, resolve=True), sort_keys=True, default=str)
+    """Stable short hash of the resolved config (what makes two runs 'the same run'); ignores `hydra`."""
+    container = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
 
-def default_run_dir(cfg: DictConfig) -> Path:
+def run_name(cfg: DictConfig) -> str:
     """Deterministic: the same command maps to the same dir, so rerunning it resumes (resume=auto)."""
-    exp = _get(cfg, "experiment_name") or f"{cfg.model.name}_{cfg.dataset.name}"
-    return Path("runs") / f"{exp}_{cfg.sparsifier.name}_{config_hash(cfg)}"
+    exp = cfg.get("experiment_name") or f"{cfg.model.name}_{cfg.dataset.name}"
+    return f"{exp}_{cfg.sparsifier.name}_{config_hash(cfg)}"
+
+
+def default_run_dir(cfg: DictConfig) -> Path:
+    return Path("runs") / run_name(cfg)
+
+
+def job_dirname(override_dirname: str, num: Any) -> str:
+    """A multirun job's subdirectory: its overrides (Hydra's override_dirname), made path-safe."""
+    name = str(override_dirname or "").replace("/", "_").replace(os.sep, "_") or f"job{num}"
+    if len(name) > 200:
+        name = name[:180] + "_" + hashlib.sha256(name.encode()).hexdigest()[:10]
+    return name
+
+
+def register_resolvers() -> None:
+    """The resolvers train.yaml's `hydra:` section uses (idempotent)."""
+    def _run_name(*, _root_: DictConfig) -> str:
+        return run_name(_root_)
+
+    def _help() -> str:
+        from ham.cli import help_text
+
+        return help_text()
+
+    for name, fn in (("ham_run_name", _run_name), ("ham_job_dirname", job_dirname), ("ham_help", _help)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, fn)

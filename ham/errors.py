@@ -3,3 +3,11 @@
 
 class ConfigError(ValueError):
     """Bad user input: the message names the offending key and the allowed values, in one line."""
+
+
+class Preempted(Exception):
+    """A stop signal arrived; a checkpoint was written. The process should exit with code 3 (requeue)."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or the weights became NaN/inf; training stopped (exit code 1)."""

@@ -1,19 +1,25 @@
-"""torchrun target for the DDP test: train, then every rank saves its own copy of the weights."""
+"""torchrun target for the DDP test: train, then every rank saves its own copy of the weights.
+
+Usage: ddp_worker.py RUN_DIR [overrides] (the trainer directly, so the test can read each rank's state)."""
 
 import sys
+from pathlib import Path
 
 import torch
+from omegaconf import OmegaConf
 
-from ham.cli import prepare, write_run_config
+from ham.config import compose, validate
 from ham.train.distributed import setup_distributed, teardown_distributed
 from ham.train.loop import Trainer
 
 if __name__ == "__main__":
-    argv = sys.argv[1:]
-    cfg, run_dir = prepare(argv)
+    run_dir, argv = Path(sys.argv[1]), sys.argv[2:]
+    cfg = compose(argv)
     env = setup_distributed()
+    validate(cfg, world_size=env.world_size, run_dir=run_dir)
     if env.is_main:
-        write_run_config(cfg, run_dir, argv)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, run_dir / "config.yaml")
     trainer = Trainer(cfg, run_dir, env)
     trainer.run()
     torch.save(trainer.model.state_dict(), run_dir / f"rank{env.rank}_weights.pt")

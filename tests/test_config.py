@@ -1,11 +1,15 @@
-"""Config composition (every preset x every group option) and the bad-input contract (exit 2, one line)."""
+"""Config composition (every preset x every group option), the typed schema, and the bad-input contract:
+exit 2, one line naming the key, no traceback, nothing created."""
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
+from ham import schema
 from ham.config import CONFIG_DIR, compose, group_options, validate
 from ham.errors import ConfigError
 
@@ -23,85 +27,209 @@ def test_presets_exist():
 def test_every_preset_composes_with_every_group_option(experiment):
     for group in SWAPPABLE:
         for option in group_options(group):
-            cfg, _ = compose([f"experiment={experiment}", f"{group}={option}"])
+            overrides = [f"experiment={experiment}", f"{group}={option}"]
+            if experiment == "imagenet_deit_small" and group == "dataset" and option != "imagenet":
+                # the preset's RandAugment/random-erasing options exist only for ImageNet
+                with pytest.raises(ConfigError, match=f"dataset.options.auto_augment is not a config key; keys of "
+                                                      f"dataset.options: {'in_chans' if option == 'synthetic' else ''}"):
+                    validate(compose(overrides), check_data=False)
+                continue
+            cfg = compose(overrides)
+            if cfg.model.name == "deit_small" and cfg.dataset.img_size % 16:
+                with pytest.raises(ConfigError, match="model=deit_small needs dataset.img_size"):
+                    validate(cfg, check_data=False)
+                continue
             validate(cfg, check_data=False)
             assert cfg[group] is not None
 
 
+@pytest.mark.parametrize("group,schemas", [("model", schema.MODEL_SCHEMAS), ("dataset", schema.DATASET_SCHEMAS),
+                                           ("optimizer", schema.OPTIMIZER_SCHEMAS),
+                                           ("sparsifier", schema.SPARSIFIER_SCHEMAS)])
+def test_every_option_file_is_typed_by_its_schema(group, schemas):
+    for option in group_options(group):
+        cfg = compose([f"{group}={option}"])
+        name = cfg[group].name
+        expected = schemas[name]
+        # sam.yaml is sgd plus a sam section; every other file carries the schema of its own name
+        assert OmegaConf.get_type(cfg[group]) is expected, option
+        # the YAML declares every option its schema has, so the file documents the whole component
+        yaml_keys = set(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml").keys()) - {"defaults"}
+        if option != "sam":
+            assert yaml_keys == {f.name for f in dataclasses.fields(expected)}, option
+
+
+def test_schema_names_match_the_registries():
+    from ham.models import MODEL_NAMES
+    from ham.optim.functional import BACKENDS
+    from ham.optim.ham import VARIANTS
+    from ham.sparse.registry import SPARSIFIER_NAMES
+
+    assert set(schema.MODEL_NAMES) == set(MODEL_NAMES) == set(schema.MODEL_SCHEMAS)
+    assert set(schema.SPARSIFIER_NAMES) == set(SPARSIFIER_NAMES) == set(schema.SPARSIFIER_SCHEMAS)
+    assert set(schema.HAM_VARIANTS) == set(VARIANTS) and set(schema.HAM_BACKENDS) == set(BACKENDS)
+    assert set(schema.DATASET_NAMES) == set(schema.DATASET_SCHEMAS) == set(group_options("dataset"))
+
+
+def test_sparsifier_schemas_match_the_constructors():
+    """Every schema option is a constructor argument (Sign-In's `source` is spread into its kwargs)."""
+    import inspect
+
+    from ham.sparse.registry import sparsifier_class
+
+    for name, cls in schema.SPARSIFIER_SCHEMAS.items():
+        params = inspect.signature(sparsifier_class(name).__init__).parameters
+        for f in dataclasses.fields(cls):
+            if f.name not in ("name", "source"):
+                assert f.name in params, (name, f.name)
+
+
 def test_user_command_composes_as_written():
-    cfg, _ = compose(["model=resnet50", "ham.alpha=200", "sparsifier=acdc"])
+    cfg = compose(["model=resnet50", "ham.alpha=200", "sparsifier=acdc"])
     assert cfg.model.name == "resnet50" and cfg.ham.alpha == 200 and cfg.sparsifier.name == "acdc"
     validate(cfg, check_data=False)
 
 
 def test_paper_recipes_values():
-    c, _ = compose(["experiment=cifar100_resnet18"])
+    c = compose(["experiment=cifar100_resnet18"])
     assert (c.optimizer.lr, c.optimizer.weight_decay, c.trainer.epochs, c.trainer.global_batch_size) == \
         (0.2, 1e-4, 150, 512)
     assert (c.ham.alpha, c.ham.beta, c.optimizer.momentum, c.schedule.name) == (200, 16e-3, 0.9, "triangular")
-    r, _ = compose(["experiment=imagenet_resnet50"])
+    r = compose(["experiment=imagenet_resnet50"])
     assert (r.optimizer.lr, r.optimizer.weight_decay, r.trainer.epochs, r.trainer.global_batch_size) == \
         (0.25, 5e-5, 100, 1024)
     assert (r.ham.alpha, r.ham.beta) == (200, 1e-3)
-    assert compose(["experiment=imagenet_resnet50_200ep"])[0].trainer.epochs == 200
-    d, _ = compose(["experiment=imagenet_deit_small"])
+    assert compose(["experiment=imagenet_resnet50_200ep"]).trainer.epochs == 200
+    d = compose(["experiment=imagenet_deit_small"])
     assert (d.optimizer.name, d.optimizer.lr, d.optimizer.weight_decay, d.trainer.epochs) == ("adamw", 1e-3, 0.1, 300)
-    s, _ = compose(["experiment=cifar100_resnet18", "optimizer=sam"])
+    s = compose(["experiment=cifar100_resnet18", "optimizer=sam"])
     assert s.optimizer.sam.rho > 0 and s.optimizer.lr == 0.2  # the preset's lr survives the group swap
 
 
 def test_quickstart_composes_with_sparsifier_override():
-    cfg, _ = compose(["experiment=quickstart", "sparsifier=rigl", "sparsifier.sparsity=0.9"])
+    cfg = compose(["experiment=quickstart", "sparsifier=rigl", "sparsifier.sparsity=0.9"])
     validate(cfg)
     assert cfg.sparsifier.sparsity == 0.9
 
 
-BAD = [
-    (["model=resnet51"], "model=resnet51"),
-    (["sparsifier=nope"], "sparsifier=nope"),
-    (["optimizer.lr=0"], "optimizer.lr"),
-    (["optimizer.lr=-0.1"], "optimizer.lr"),
-    (["optimizer.lr=abc"], "optimizer.lr"),
-    (["sparsifier.sparsity=1.0"], "sparsifier.sparsity"),
-    (["sparsifier.sparsity=-0.1"], "sparsifier.sparsity"),
-    (["trainer.epochs=-3"], "trainer.epochs"),
-    (["trainer.epochs=ten"], "trainer.epochs"),
-    (["ham.alpha=big"], "ham.alpha"),
-    (["ham.variant=sideways"], "ham.variant"),
-    (["trainer.epochz=3"], "trainer.epochz"),
-    (["hydra.job.name=x"], "hydra.job.name"),
-]
-
-
-@pytest.mark.parametrize("overrides,key", BAD)
-def test_bad_values_raise_one_line_naming_the_key(overrides, key):
-    with pytest.raises(ConfigError) as e:
-        cfg, _ = compose(["experiment=quickstart", *overrides])
-        validate(cfg)
-    msg = str(e.value)
-    assert key in msg and "\n" not in msg
+def test_signin_source_options_are_typed_by_the_source_schema():
+    ok = compose(["experiment=quickstart", "sparsifier=signin", "sparsifier.mask_source=rigl",
+                  "+sparsifier.source.delta_t=7"])
+    validate(ok)
+    with pytest.raises(ConfigError, match=r"sparsifier.source.delta_t=0 is not allowed; it must be an integer >= 1"):
+        validate(compose(["experiment=quickstart", "sparsifier=signin", "sparsifier.mask_source=rigl",
+                          "+sparsifier.source.delta_t=0"]))
+    with pytest.raises(ConfigError, match=r"sparsifier.source.delta_t is not an option of mask_source=random"):
+        validate(compose(["experiment=quickstart", "sparsifier=signin", "+sparsifier.source.delta_t=7"]))
 
 
 def test_missing_data_dir_is_a_config_error(tmp_path):
-    cfg, _ = compose(["experiment=cifar100_resnet18", f"data_dir={tmp_path / 'nowhere'}"])
+    cfg = compose(["experiment=cifar100_resnet18", f"data_dir={tmp_path / 'nowhere'}"])
     with pytest.raises(ConfigError) as e:
         validate(cfg)
     assert "nowhere" in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("args", [["experiment=quickstart", "optimizer.lr=-1"], ["model=resnet51"],
-                                  ["experiment=imagenet_resnet50", "data_dir=/definitely/not/here"]])
-def test_cli_exits_2_with_one_line_and_creates_nothing(tmp_path, args):
-    run_dir = tmp_path / "run"
-    p = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"],
-                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
-    assert p.returncode == 2, p.stderr
-    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
-    assert not run_dir.exists()
-    assert not (tmp_path / "runs").exists() and not (tmp_path / "wandb").exists()
-
-
 def test_config_dir_mirrors_package_groups():
     for group in ("model", "dataset", "optimizer", "schedule", "sparsifier", "ham", "logger", "experiment"):
         assert (CONFIG_DIR / group).is_dir()
+
+
+# ---------------------------------------------------------------- the CLI contract, table-driven
+def _corrupt_run_dir(tmp_path):
+    rd = tmp_path / "corrupt"
+    (rd / "checkpoints").mkdir(parents=True)
+    (rd / "checkpoints" / "ckpt_000000010.pt").write_bytes(b"\x00" * 100)
+    (rd / "checkpoints" / "ckpt_000000020.pt").write_bytes(b"")
+    return rd
+
+
+# (extra args, text the one line must contain). Every case: experiment=quickstart first.
+BAD = [
+    (["model=resnet51"], "model=resnet51"),
+    (["sparsifier=nope"], "sparsifier=nope"),
+    (["optimizer=lion"], "optimizer=lion"),
+    (["optimizer.lr=0"], "optimizer.lr"),
+    (["optimizer.lr=-0.1"], "optimizer.lr"),
+    (["optimizer.lr=abc"], "optimizer.lr"),
+    (["optimizer.momentum=1.5"], "optimizer.momentum"),
+    (["optimizer=adamw", "optimizer.betas=[0.9]"], "optimizer.betas"),
+    (["optimizer=adamw", "optimizer.momentum=0.9"], "optimizer.momentum"),
+    (["optimizer=sam", "optimizer.sam.rho=0"], "optimizer.sam.rho"),
+    (["sparsifier.sparsity=0.5"], "sparsifier.sparsity"),
+    (["sparsifier=random", "sparsifier.sparsity=1.0"], "sparsifier.sparsity"),
+    (["sparsifier=random", "sparsifier.distribution=gauss"], "sparsifier.distribution"),
+    (["sparsifier=rigl", "sparsifier.delta_t=0"], "sparsifier.delta_t"),
+    (["sparsifier=rigl", "sparsifier.drop_fraction=0"], "sparsifier.drop_fraction"),
+    (["sparsifier=rigl", "sparsifier.s_init=1"], "sparsifier.s_init"),
+    (["sparsifier=acdc", "trainer.epochs=5"], "trainer.epochs=5"),
+    (["sparsifier=acdc", "sparsifier.reset_momentum=some"], "sparsifier.reset_momentum"),
+    (["sparsifier=str", "sparsifier.threshold_weight_decay=-1"], "sparsifier.threshold_weight_decay"),
+    (["sparsifier=signin", "sparsifier.period=0"], "sparsifier.period"),
+    (["sparsifier=signin", "sparsifier.mask_source=str"], "sparsifier.mask_source"),
+    (["sparsifier=signin", "+sparsifier.source.delta_t=5"], "sparsifier.source.delta_t"),
+    (["sparsifier=mw", "sparsifier.gamma=-1"], "sparsifier.gamma"),
+    (["trainer.epochs=-3"], "trainer.epochs"),
+    (["trainer.epochs=ten"], "trainer.epochs"),
+    (["trainer.epochz=3"], "trainer.epochz"),
+    (["+trainer.foo=1"], "trainer.foo"),
+    (["+foo=1"], "foo"),
+    (["trainer.global_batch_size=100000"], "trainer.global_batch_size"),
+    (["trainer.precision=fp8"], "trainer.precision"),
+    (["trainer.channels_last=maybe"], "trainer.channels_last"),
+    (["trainer.label_smoothing=1"], "trainer.label_smoothing"),
+    (["ham.alpha=big"], "ham.alpha"),
+    (["ham.alpha=nan"], "ham.alpha"),
+    (["ham.clamp=0"], "ham.clamp"),
+    (["ham.variant=sideways"], "ham.variant"),
+    (["ham.backend=cuda"], "ham.backend"),
+    (["schedule.name=step"], "schedule.name"),
+    (["dataset.options.val_fraction=2"], "dataset.options.val_fraction"),
+    (["dataset.loader=dali"], "dataset.loader"),
+    (["model=deit_small"], "dataset.img_size"),
+    (["model=resnet50", "model.kwargs.zero_init=true"], "model.kwargs.zero_init"),
+    (["logger=wandb", "logger.wandb.mode=loud"], "logger.wandb.mode"),
+    (["seed=-1"], "seed"),
+    (["resume=/definitely/not/here.pt"], "resume"),
+    (["dataset=cifar100", "data_dir=/definitely/not/here"], "data_dir"),
+    (["hydra.job.chdir=maybe"], "hydra.job.chdir"),
+    ("CORRUPT", "every checkpoint is unreadable"),
+]
+
+
+@pytest.mark.parametrize("extra,key", BAD, ids=[" ".join(a) if isinstance(a, list) else a for a, _ in BAD])
+def test_cli_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, extra, key):
+    work = tmp_path / "work"
+    work.mkdir()
+    run_dir = tmp_path / "run"
+    if extra == "CORRUPT":
+        run_dir = _corrupt_run_dir(tmp_path)
+        extra = []
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    p = subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=quickstart", *extra,
+                        f"hydra.run.dir={run_dir}"], capture_output=True, text=True, cwd=work, timeout=120)
+    assert p.returncode == 2, (p.returncode, p.stdout[-500:], p.stderr[-2000:])
+    lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stdout + p.stderr
+    assert key in lines[0] and "Traceback" not in p.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created
+
+
+def test_bad_job_in_a_multirun_fails_before_any_job_runs(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "train.py"), "-m", "experiment=quickstart",
+                        "optimizer.lr=0.1,-1", f"hydra.sweep.dir={tmp_path / 'sweep'}"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
+    assert len(lines) == 1 and "optimizer.lr=-1" in lines[0], p.stdout + p.stderr
+    assert not (tmp_path / "sweep").exists()
+
+
+def test_config_check_does_not_import_torch():
+    """--cfg and every config error are answered before torch, timm or wandb is imported (fast answers)."""
+    code = ("import sys; from ham.cli import main; "
+            "rc = main(['--cfg', 'job', 'experiment=quickstart']); "
+            "rc2 = main(['experiment=quickstart', 'optimizer.lr=-1', 'hydra.run.dir=/nonexistent/x']); "
+            "print('RESULT', rc, rc2, [m for m in ('torch', 'timm', 'wandb', 'torchvision') if m in sys.modules])")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert "RESULT 0 2 []" in p.stdout, p.stdout[-1000:] + p.stderr[-2000:]

@@ -167,7 +167,7 @@ def test_sparse_sam_ham_ends_at_exact_sparsity(tmp_path, sparsifier):
 def _ddp_run(rd, extra):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-           str(ROOT / "tests" / "ddp_worker.py"), *FAST, *extra, f"hydra.run.dir={rd}"]
+           str(ROOT / "tests" / "ddp_worker.py"), str(rd), *FAST, *extra]
     p = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     return [(torch.load(rd / f"rank{r}_weights.pt", weights_only=True),

@@ -1,7 +1,20 @@
-"""Datasets and the resumable, DDP-sharded loader."""
+"""Datasets and the resumable, DDP-sharded loader. Names load lazily (PEP 562): `ham.data.catalog`, which the
+config check uses, must not pay for importing torch."""
 
-from ham.data.datasets import DATASET_NAMES, DatasetInfo, build_datasets, check_dataset
-from ham.data.loader import LOADER_BACKENDS, ResumableLoader, build_loader
+from __future__ import annotations
 
-__all__ = ["DATASET_NAMES", "LOADER_BACKENDS", "DatasetInfo", "ResumableLoader", "build_datasets", "build_loader",
-           "check_dataset"]
+import importlib
+from typing import Any
+
+_LAZY = {"DATASET_NAMES": "ham.data.catalog", "check_dataset": "ham.data.catalog",
+         "DatasetInfo": "ham.data.datasets", "build_datasets": "ham.data.datasets",
+         "LOADER_BACKENDS": "ham.data.loader", "ResumableLoader": "ham.data.loader", "build_loader": "ham.data.loader"}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'ham.data' has no attribute {name!r}")

@@ -14,13 +14,12 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
+from ham.data.catalog import CIFAR_URL, DATASET_NAMES, check_dataset  # noqa: F401 (re-exported)
 from ham.data.loader import mix_seed
 from ham.errors import ConfigError
 
-DATASET_NAMES = ("imagenet", "cifar100", "digits", "synthetic")
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
-CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 
 @dataclass(frozen=True)
@@ -32,32 +31,6 @@ class DatasetInfo:
     img_size: int
     train_size: int
     val_size: int
-
-
-def check_dataset(name: str, data_dir: str | None, *, download: bool = False) -> None:
-    """Cheap existence check with no side effects; raises ConfigError with one line.
-
-    With download=True a missing CIFAR-100 is not an error (build_datasets fetches it), but data_dir must be set.
-    """
-    if name not in DATASET_NAMES:
-        raise ConfigError(f"dataset.name={name!r} is not known; allowed: {', '.join(DATASET_NAMES)}")
-    if name in ("digits", "synthetic"):
-        return
-    if not data_dir:
-        raise ConfigError(f"data_dir is not set; dataset.name={name} needs it (data_dir=/path or env HAM_DATA_DIR)")
-    root = Path(data_dir)
-    if name == "cifar100":
-        need = root / "cifar-100-python" / "train"
-        if not download and not need.is_file():
-            raise ConfigError(f"data_dir={str(data_dir)!r} has no CIFAR-100 (expected {need}); download it with "
-                              f"dataset.download=true or from {CIFAR_URL} (extract into data_dir)")
-    elif name == "imagenet":
-        for split in ("train", "val"):
-            d = root / split
-            if not d.is_dir() or not any(p.is_dir() for p in d.iterdir()):
-                raise ConfigError(f"data_dir={str(data_dir)!r} has no ImageNet {split} split (expected class "
-                                  f"folders in {d}); download ILSVRC2012 from https://image-net.org and arrange "
-                                  f"it as data_dir/{{train,val}}/<class>/<image>.JPEG")
 
 
 def build_datasets(name: str, data_dir: str | None, *, img_size: int | None = None, augment: bool = True,

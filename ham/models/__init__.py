@@ -6,7 +6,6 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ham.errors import ConfigError
 from ham.models import small, vision
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {
@@ -21,11 +20,11 @@ MODEL_NAMES = tuple(_REGISTRY)
 
 def build_model(name: str, num_classes: int, *, in_chans: int = 3, img_size: int = 224, **kwargs) -> nn.Module:
     if name not in _REGISTRY:
-        raise ConfigError(f"model.name={name!r} is not known; allowed: {', '.join(MODEL_NAMES)}")
+        raise ValueError(f"name={name!r} is not known; allowed: {', '.join(MODEL_NAMES)}")
     try:
         return _REGISTRY[name](num_classes=num_classes, in_chans=in_chans, img_size=img_size, **kwargs)
     except TypeError as e:  # an unknown model.kwargs key
-        raise ConfigError(f"model.kwargs for {name!r} are not accepted: {e}") from None
+        raise TypeError(f"kwargs for {name!r} are not accepted: {e}") from None
 
 
 def classifier_and_first_layer(model: nn.Module) -> tuple[str, str]:

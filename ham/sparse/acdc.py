@@ -28,47 +28,21 @@ phases do not reset momentum (the reference only zeroes the pruned entries impli
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
-from ham.errors import ConfigError
+from ham.schema import acdc_phase_epochs, acdc_schedule_fits  # noqa: F401 (acdc_phase_epochs re-exported)
 from ham.sparse import masks as M
 from ham.sparse.masked import MaskedSparsifier
 
 RESET_MOMENTUM = ("all", "pruned_layers", "none")
 
 
-def _epoch(fraction: float, epochs: int) -> int:
-    return int(math.floor(fraction * epochs + 0.5 + 1e-9))  # round half up, robust to float noise
-
-
-def acdc_phase_epochs(epochs: int, *, warmup_fraction: float = 0.1, phase_fraction: float = 0.05,
-                      last_dense_fraction: float = 0.75, final_fraction: float = 0.85
-                      ) -> tuple[list[int], list[int]]:
-    """(compress_epochs, decompress_epochs): epochs at whose start a phase begins. Each boundary is its own
-    fraction of training rounded half up, so phases stay ~equal when epochs is not a multiple of 20."""
-    compress, decompress = [], []
-    i = 0
-    while warmup_fraction + 2 * i * phase_fraction < last_dense_fraction - 1e-9:
-        start = warmup_fraction + 2 * i * phase_fraction
-        compress.append(_epoch(start, epochs))
-        decompress.append(_epoch(min(start + phase_fraction, last_dense_fraction), epochs))
-        i += 1
-    if not decompress or decompress[-1] != _epoch(last_dense_fraction, epochs):
-        decompress.append(_epoch(last_dense_fraction, epochs))
-    compress.append(_epoch(final_fraction, epochs))
-    return compress, decompress
-
-
 def check_schedule(compress: list[int], decompress: list[int], epochs: int) -> None:
-    """Phases must alternate strictly inside the run; raise ConfigError otherwise (e.g. too few epochs)."""
-    events = sorted([(e, "c") for e in compress] + [(e, "d") for e in decompress])
-    ok = len({e for e, _ in events}) == len(events) and all(0 <= e < epochs for e, _ in events)
-    ok = ok and all(a[1] != b[1] for a, b in zip(events, events[1:])) and events and events[0][1] == "c"
-    if not ok:
-        raise ConfigError(f"sparsifier=acdc: the phase schedule does not fit trainer.epochs={epochs} (compress at "
-                          f"{compress}, decompress at {decompress}); use at least 20 epochs with the default "
-                          f"fractions, or set sparsifier.compress_epochs/decompress_epochs")
+    """Phases must alternate strictly inside the run (e.g. enough epochs); ValueError otherwise."""
+    if not acdc_schedule_fits(compress, decompress, epochs):
+        raise ValueError(f"the Ac/Dc phase schedule does not fit epochs={epochs} (compress at {compress}, "
+                         f"decompress at {decompress}); use at least 20 epochs with the default fractions, or "
+                         f"explicit compress_epochs/decompress_epochs")
 
 
 class AcDc(MaskedSparsifier):
@@ -80,13 +54,13 @@ class AcDc(MaskedSparsifier):
                  reset_momentum: str = "all", keep_first_dense: bool = False, keep_last_dense: bool = False):
         super().__init__(sparsity, keep_first_dense, keep_last_dense)
         if reset_momentum not in RESET_MOMENTUM:
-            raise ConfigError(f"sparsifier.reset_momentum={reset_momentum!r} is not known; allowed: "
+            raise ValueError(f"reset_momentum={reset_momentum!r} is not known; allowed: "
                               f"{', '.join(RESET_MOMENTUM)}")
         for key, f in (("warmup_fraction", warmup_fraction), ("phase_fraction", phase_fraction),
                        ("last_dense_fraction", last_dense_fraction), ("final_fraction", final_fraction)):
             if not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 <= f < 1 or (
                     key == "phase_fraction" and f == 0):
-                raise ConfigError(f"sparsifier.{key}={f!r} is not allowed; it must be a number in "
+                raise ValueError(f"{key}={f!r} is not allowed; it must be a number in "
                                   f"{'(0, 1)' if key == 'phase_fraction' else '[0, 1)'}")
         self.fractions = dict(warmup_fraction=warmup_fraction, phase_fraction=phase_fraction,
                               last_dense_fraction=last_dense_fraction, final_fraction=final_fraction)

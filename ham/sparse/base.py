@@ -40,14 +40,13 @@ class TrainSchedule:
 
 
 class Sparsifier:
-    """Base class = the dense no-op. Subclasses override what they need."""
+    """The hooks the trainer calls, each a no-op here. Subclasses override what they need."""
 
-    name = "dense"
+    name = "base"
+    sparsity = 0.0
 
     def __init__(self, sparsity: float = 0.0):
-        if sparsity != 0:
-            raise ValueError("the dense sparsifier has sparsity 0; choose sparsifier=random|acdc|rigl|str|signin")
-        self.sparsity = 0.0
+        self.sparsity = float(sparsity)
         self.model = None
         self.optimizer = None
 
@@ -92,8 +91,29 @@ class Sparsifier:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
 
+    def on_train_end(self) -> bool:
+        """Last word before the final evaluation and export (STR projects to its exact target). Returns True
+        if it changed the model, so the trainer evaluates again."""
+        return False
+
+    def report(self) -> dict[str, Any] | None:
+        """Extra facts for summary.json["sparsifier"] (schedule used, events, layer densities), or None."""
+        return None
+
     def export_state_dict(self, model: nn.Module) -> dict[str, torch.Tensor]:
         """Plain state_dict of the EFFECTIVE weights (masks applied, parametrizations folded)."""
         from ham.sparse.masks import effective_state_dict
 
         return effective_state_dict(model)
+
+
+class Dense(Sparsifier):
+    """No sparsity: the hooks are all no-ops."""
+
+    name = "dense"
+
+    def __init__(self, sparsity: float = 0.0):
+        if sparsity != 0:
+            raise ValueError(f"sparsity={sparsity!r}: the dense sparsifier has sparsity 0; choose a sparse method "
+                             f"(random, acdc, rigl, str, signin)")
+        super().__init__(0.0)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 
-from ham.errors import ConfigError
 
 DISTRIBUTIONS = ("uniform", "erk", "balanced")
 
@@ -23,7 +22,7 @@ def layer_densities(shapes: dict[str, tuple[int, ...]], sparsity: float, distrib
                     ) -> dict[str, float]:
     """Density (fraction kept) per layer with sum(density_l * size_l) = (1 - sparsity) * sum(size_l)."""
     if distribution not in DISTRIBUTIONS:
-        raise ConfigError(f"sparsifier.distribution={distribution!r} is not known; allowed: "
+        raise ValueError(f"distribution={distribution!r} is not known; allowed: "
                           f"{', '.join(DISTRIBUTIONS)}")
     sizes = {n: math.prod(s) for n, s in shapes.items()}
     total_keep = (1.0 - sparsity) * sum(sizes.values())

@@ -23,7 +23,6 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ham.errors import ConfigError
 from ham.sparse import reparam
 from ham.sparse.base import Sparsifier
 
@@ -34,13 +33,13 @@ class MW(Sparsifier):
     def __init__(self, sparsity: float = 0.0, product_weight_decay: float = 5e-5, gamma: float = 1.0,
                  keep_first_dense: bool = False, keep_last_dense: bool = False):
         if sparsity != 0:
-            raise ConfigError(f"sparsifier.sparsity={sparsity!r} is not allowed for sparsifier=mw (a dense "
+            raise ValueError(f"sparsity={sparsity!r} is not allowed for sparsifier=mw (a dense "
                               f"baseline); allowed: 0 (use sparsifier=signin for sparse m*w)")
         if float(product_weight_decay) < 0:
-            raise ConfigError(f"sparsifier.product_weight_decay={product_weight_decay!r} is not allowed; "
+            raise ValueError(f"product_weight_decay={product_weight_decay!r} is not allowed; "
                               f"it must be >= 0")
         if float(gamma) < 0:
-            raise ConfigError(f"sparsifier.gamma={gamma!r} is not allowed; it must be >= 0 (m^2 - w^2 at init)")
+            raise ValueError(f"gamma={gamma!r} is not allowed; it must be >= 0 (m^2 - w^2 at init)")
         self.sparsity, self.product_weight_decay, self.gamma = 0.0, float(product_weight_decay), float(gamma)
         self.keep_first_dense, self.keep_last_dense = bool(keep_first_dense), bool(keep_last_dense)
         self.model = self.optimizer = None

@@ -35,7 +35,6 @@ from typing import Any
 
 import torch
 
-from ham.errors import ConfigError
 from ham.sparse import masks as M
 from ham.sparse.distributions import layer_densities
 from ham.sparse.masked import MaskedSparsifier
@@ -54,10 +53,10 @@ class RigL(MaskedSparsifier):
                  keep_first_dense: bool = False, keep_last_dense: bool = False):
         super().__init__(sparsity, keep_first_dense, keep_last_dense)
         if not isinstance(delta_t, int) or isinstance(delta_t, bool) or delta_t < 1:
-            raise ConfigError(f"sparsifier.delta_t={delta_t!r} is not allowed; it must be an integer >= 1")
+            raise ValueError(f"delta_t={delta_t!r} is not allowed; it must be an integer >= 1")
         for key, v in (("drop_fraction", drop_fraction), ("end_fraction", end_fraction)):
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1:
-                raise ConfigError(f"sparsifier.{key}={v!r} is not allowed; it must be a number in (0, 1]")
+                raise ValueError(f"{key}={v!r} is not allowed; it must be a number in (0, 1]")
         layer_densities({"x": (1, 1)}, 0.0, distribution)  # validate the name early
         self.distribution, self.delta_t, self.drop_fraction = distribution, int(delta_t), float(drop_fraction)
         self.end_fraction, self.seed = float(end_fraction), int(seed)

@@ -38,7 +38,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ham.errors import ConfigError
 from ham.sparse import masks as M
 from ham.sparse import reparam
 from ham.sparse.base import Sparsifier
@@ -57,16 +56,16 @@ class SignIn(Sparsifier):
         from ham.sparse.registry import build_sparsifier
 
         if mask_source not in MASK_SOURCES:
-            raise ConfigError(f"sparsifier.mask_source={mask_source!r} is not allowed; allowed: "
+            raise ValueError(f"mask_source={mask_source!r} is not allowed; allowed: "
                               f"{', '.join(MASK_SOURCES)}")
         if weight_decay_form not in WEIGHT_DECAY_FORMS:
-            raise ConfigError(f"sparsifier.weight_decay_form={weight_decay_form!r} is not allowed; allowed: "
+            raise ValueError(f"weight_decay_form={weight_decay_form!r} is not allowed; allowed: "
                               f"{', '.join(WEIGHT_DECAY_FORMS)}")
         if isinstance(period, bool) or not isinstance(period, int) or period < 1:
-            raise ConfigError(f"sparsifier.period={period!r} is not allowed; it must be an integer >= 1 "
+            raise ValueError(f"period={period!r} is not allowed; it must be an integer >= 1 "
                               f"(epochs between resets)")
         if float(product_weight_decay) < 0:
-            raise ConfigError(f"sparsifier.product_weight_decay={product_weight_decay!r} is not allowed; "
+            raise ValueError(f"product_weight_decay={product_weight_decay!r} is not allowed; "
                               f"it must be >= 0")
         self.sparsity, self.period, self.mask_source = float(sparsity), int(period), mask_source
         self.weight_decay_form, self.product_weight_decay = weight_decay_form, float(product_weight_decay)

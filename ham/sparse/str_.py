@@ -37,7 +37,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils import parametrize
 
-from ham.errors import ConfigError
 from ham.sparse import masks as M
 from ham.sparse import reparam
 from ham.sparse.base import Sparsifier, TrainSchedule
@@ -63,7 +62,7 @@ class STR(Sparsifier):
     def __init__(self, sparsity: float = 0.9, s_init: float = -5.0, threshold_weight_decay: float | None = None,
                  exact_target: bool = True, keep_first_dense: bool = False, keep_last_dense: bool = False):
         if threshold_weight_decay is not None and float(threshold_weight_decay) < 0:
-            raise ConfigError(f"sparsifier.threshold_weight_decay={threshold_weight_decay!r} is not allowed; "
+            raise ValueError(f"threshold_weight_decay={threshold_weight_decay!r} is not allowed; "
                               f"use null (the optimizer's weight decay) or a number >= 0")
         self.sparsity, self.s_init = float(sparsity), float(s_init)
         self.threshold_weight_decay = None if threshold_weight_decay is None else float(threshold_weight_decay)
@@ -105,14 +104,16 @@ class STR(Sparsifier):
 
     # -- end of training
     @torch.no_grad()
-    def on_train_end(self) -> None:
+    def on_train_end(self) -> bool:
         """Record STR's own sparsity, then (exact_target) project to exactly `sparsity`. Call once, before the
-        final evaluation and export; later calls are no-ops."""
+        final evaluation and export; later calls are no-ops. True if it projected now."""
         if self.reached is None:
             self.reached = self.current_sparsity()
         if self.exact_target and not self.projected:
             self._project()
             self.projected = True
+            return True
+        return False
 
     @torch.no_grad()
     def _project(self) -> None:

@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from ham.train.io import atomic_torch_save
+
 _NAME = re.compile(r"ckpt_(\d+)\.pt")
 _TMP_GLOB = ".ckpt_*.pt.tmp-*"
 
@@ -47,17 +49,6 @@ def _step_of(path: Path) -> int:
     return int(_NAME.fullmatch(path.name).group(1))
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int = 2) -> Path:
     """Write ``state`` atomically to ``ckpt_dir/ckpt_{step:09d}.pt`` and return that path.
 
@@ -71,17 +62,7 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int 
         raise ValueError(f"keep must be >= 1, got {keep}")
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    final = checkpoint_path(ckpt_dir, step)
-    tmp = ckpt_dir / f".{final.name}.tmp-{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
-    _fsync_dir(ckpt_dir)
+    final = atomic_torch_save(state, checkpoint_path(ckpt_dir, step))
     for stale in ckpt_dir.glob(_TMP_GLOB):  # a SIGKILL mid-write leaves one behind
         stale.unlink(missing_ok=True)
     ckpts = list_checkpoints(ckpt_dir)

@@ -20,17 +20,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ham.errors import NonFiniteLoss, Preempted
 from ham.train.distributed import DistEnv, all_agree
-
-EXIT_PREEMPTED = 3  # "checkpoint saved after SIGTERM/SIGUSR1: requeue me" (see slurm/train.sbatch)
-
-
-class Preempted(Exception):
-    """A stop signal arrived; a checkpoint was written. The process should exit with EXIT_PREEMPTED."""
-
-
-class NonFiniteLoss(RuntimeError):
-    pass
+from ham.train.io import atomic_torch_save, atomic_write_text
 
 
 class Trainer:
@@ -81,6 +73,7 @@ class Trainer:
         self.model = model
 
         sp_opts = {k: v for k, v in OmegaConf.to_container(cfg.sparsifier, resolve=True).items() if k != "name"}
+        sp_opts.update(sp_opts.pop("source", None) or {})  # Sign-In: its mask source's own options
         self.sparsifier = build_sparsifier(cfg.sparsifier.name, **sp_opts)
         self.sparsifier.setup(model, TrainSchedule(epochs=t.epochs, steps_per_epoch=self.steps_per_epoch))
 
@@ -138,16 +131,18 @@ class Trainer:
             "sign_tracker": self.sign_tracker.state_dict(),
             "rng": capture_rng_state(),
             "progress": {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch},
-            "history": self.history,
+            "history": {**self.history, "wall_time_s": self._wall_time()},
             "wandb_id": self.wandb_id,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         from ham.train.checkpoint import restore_rng_state
 
+        config_groups = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        self._apply_config_hparams(config_groups)
         self.sparsifier.load_state_dict(state["sparsifier"])
         self.sign_tracker.load_state_dict(state["sign_tracker"])
         p = state["progress"]
@@ -158,6 +153,16 @@ class Trainer:
         if isinstance(rng, list):  # saved by a DDP run: one entry per rank
             rng = rng[self.env.rank] if len(rng) == self.env.world_size else rng[0]
         restore_rng_state(rng)
+
+    def _apply_config_hparams(self, config_groups: list[dict[str, Any]]) -> None:
+        """After a resume the config wins over the checkpoint's param groups (ham_alpha, weight_decay, momentum,
+        peak lr, ...); only the schedule's position comes from the checkpoint."""
+        sched = self.scheduler
+        for i, (group, fresh) in enumerate(zip(self.optimizer.param_groups, config_groups)):
+            group.update({k: v for k, v in fresh.items() if k != "lr"})
+            sched.base_lrs[i] = fresh["initial_lr"]
+            group["lr"] = fresh["initial_lr"] * sched.lr_lambdas[i](sched.last_epoch)
+        sched._last_lr = [g["lr"] for g in self.optimizer.param_groups]
 
     def save_checkpoint(self) -> None:
         self._check_finite(weights=True)  # never replace a good checkpoint with NaN/inf weights
@@ -322,6 +327,8 @@ class Trainer:
                                 wandb=None if wandb is None else OmegaConf.to_container(wandb, resolve=True),
                                 config=OmegaConf.to_container(cfg, resolve=True), wandb_resume_id=self.wandb_id)
         self.wandb_id = self.sinks.wandb_id or self.wandb_id
+        self._print(f"training on {self.env.world_size} process(es), device {self.env.device}, per-rank batch "
+                    f"{self.per_rank_batch}, {self.steps_per_epoch} steps per epoch")
         self._install_signal_handlers()
         self._bad = torch.zeros((), dtype=torch.bool, device=self.env.device)
         self._reset_interval()
@@ -329,15 +336,15 @@ class Trainer:
         setting = t.progress_bar
         bar = ProgressBar(total=last_step, initial=self.step, enabled=self.env.is_main and setting is not False,
                           tty=None if setting == "auto" else bool(setting))
-        wall0 = time.perf_counter()
+        self._wall_prior = float(self.history.get("wall_time_s", 0.0))  # training time before a resume
+        self._wall0 = time.perf_counter()
         self.model.train()
         try:
             while self.step < last_step:
                 self._run_epoch(last_step, bar)
         finally:
             bar.close()
-        wall = time.perf_counter() - wall0
-        return self._finish(wall)
+        return self._finish(self._wall_time())
 
     def _run_epoch(self, last_step: int, bar) -> None:
         t = self.cfg.trainer
@@ -362,6 +369,7 @@ class Trainer:
                 row = self._log_metrics()
                 row["epoch"] = self.epoch + self.batch_in_epoch / self.steps_per_epoch
                 self.sinks.log(row, step=self.step)
+                self.history["last_logged"] = row  # checkpointed: a resumed run's summary still has them
                 bar.set_postfix({"loss": f"{row['train/loss']:.4f}", "lr": f"{row['lr']:.3g}"})
             if self._should_stop():
                 self.save_checkpoint()
@@ -392,11 +400,9 @@ class Trainer:
                 dist.broadcast(b, src=0)
         # the sparsifier's last word first (STR projects to the exact target), so the final evaluation, the
         # summary and model_final.pt all describe the same model
-        end_hook = getattr(self.sparsifier, "on_train_end", None)
-        if callable(end_hook):
-            end_hook()
+        changed = self.sparsifier.on_train_end()
         last = self.history.get("last_eval", {})
-        if last.get("step") == self.step and not callable(end_hook):  # the epoch boundary just evaluated it
+        if last.get("step") == self.step and not changed:  # the epoch boundary just evaluated this model
             val = {k: v for k, v in last.items() if k != "step"}
         else:
             val = self._eval_and_log()
@@ -411,13 +417,13 @@ class Trainer:
             "sparsity": report["global"], "sparsity_per_layer": report["layers"],
             "config_hash": self._config_hash(),
         }
-        extra = getattr(self.sparsifier, "report", None)
-        if callable(extra):
-            summary["sparsifier"] = extra()
+        extra = self.sparsifier.report()
+        if extra is not None:
+            summary["sparsifier"] = extra
         if self.env.is_main:
             exported = self.sparsifier.export_state_dict(self.model)
-            _atomic_torch_save(exported, self.run_dir / "model_final.pt")
-            _atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
+            atomic_torch_save(exported, self.run_dir / "model_final.pt")
+            atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2, default=float))
             self._plots(summary)
             self.sinks.summary(summary)
             self.sinks.finish()
@@ -431,7 +437,13 @@ class Trainer:
             plot_layer_sparsity(summary["sparsity_per_layer"], self.run_dir / "layer_sparsity.png")
 
     def _last_logged(self, key: str):
-        return self.sinks.last.get(key)
+        return self.sinks.last.get(key, self.history.get("last_logged", {}).get(key))
+
+    def _wall_time(self) -> float:
+        """Training wall time of the whole run, resumed parts included (0 before run() starts the clock)."""
+        if not hasattr(self, "_wall0"):
+            return float(self.history.get("wall_time_s", 0.0))
+        return self._wall_prior + time.perf_counter() - self._wall0
 
     def _config_hash(self) -> str:
         from ham.config import config_hash
@@ -441,25 +453,6 @@ class Trainer:
     def _print(self, msg: str) -> None:
         if self.env.is_main:
             print(msg, file=sys.stderr, flush=True)
-
-
-def _atomic_write_bytes(path: Path, write) -> None:
-    import os
-
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    _atomic_write_bytes(path, lambda f: torch.save(obj, f))
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    _atomic_write_bytes(path, lambda f: f.write(text.encode()))
 
 
 def _to_cpu(v):

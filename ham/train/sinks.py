@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from ham.errors import ConfigError
+from ham.train.io import atomic_write_text
 
 
 class Sink(Protocol):
@@ -92,9 +93,7 @@ class JsonlSink:
                 continue  # a line cut short by a crash
             if isinstance(row, dict) and row.get("step", 0) <= step:
                 keep.append(line)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(k + "\n" for k in keep))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(k + "\n" for k in keep))
         return len(lines) - len(keep)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:

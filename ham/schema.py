@@ -1,0 +1,538 @@
+"""Typed config schema: every option of every component, declared once, with its allowed values.
+
+Each component (model, dataset, optimizer, schedule, each sparsifier, ham, trainer, logger) is a dataclass
+registered with Hydra's ConfigStore. The root schema `train_schema` types the fixed groups directly; the groups
+whose options carry different keys (model, dataset, optimizer, sparsifier) pull their option's schema in through
+the option file's defaults list (`- /schema/<group>/<option>@_here_`). Hydra then rejects unknown keys and wrong
+types while composing; `check(cfg)` adds what types cannot say (ranges, choices, finiteness, cross-field rules).
+
+Nothing here imports torch: `train.py --help` and every config error come back without paying for it.
+The YAML files in configs/ keep the values and the comments that explain the paper's choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+
+from ham.errors import ConfigError
+
+# Names the registries implement (tests/test_config.py checks they agree with ham.models / ham.sparse / ...).
+MODEL_NAMES = ("resnet18", "resnet50", "deit_small", "small_cnn", "mlp")
+DATASET_NAMES = ("imagenet", "cifar100", "digits", "synthetic")
+SPARSIFIER_NAMES = ("dense", "random", "acdc", "rigl", "str", "signin", "mw")
+HAM_VARIANTS = ("deployed", "signed")
+HAM_BACKENDS = ("auto", "foreach", "fused", "reference")
+DISTRIBUTIONS = ("uniform", "erk", "balanced")
+AUTO_BOOL = ("auto", True, False)
+
+
+def opt(default: Any = MISSING, *, ge: float | None = None, gt: float | None = None, le: float | None = None,
+        lt: float | None = None, choices: tuple | None = None, finite: bool = True, each: bool = False,
+        doc: str = "") -> Any:
+    """A dataclass field with its allowed values. `each`: the bounds apply to every element of a list."""
+    meta = {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "finite": finite, "each": each, "doc": doc}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: dataclasses.replace(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+class Component:
+    """Base of the schema dataclasses: `cross_check(node, root, path)` for rules across keys (override)."""
+
+    @classmethod
+    def cross_check(cls, node: DictConfig, root: DictConfig, path: str) -> None:
+        pass
+
+
+# ------------------------------------------------------------------ model
+@dataclass
+class ModelConfig(Component):
+    name: str = opt(choices=MODEL_NAMES)
+    kwargs: Dict[str, Any] = opt({}, doc="extra constructor arguments")
+
+
+@dataclass
+class NoKwargs:
+    pass
+
+
+@dataclass
+class ResNet50Kwargs:
+    zero_init_residual: bool = opt(True, doc="last BN gamma of each block = 0 (ffcv-imagenet)")
+
+
+@dataclass
+class DeiTKwargs:
+    drop_path_rate: float = opt(0.1, ge=0, lt=1, doc="stochastic depth")
+    drop_rate: float = opt(0.0, ge=0, lt=1, doc="dropout before the head")
+
+
+@dataclass
+class PlainModel(ModelConfig):
+    kwargs: NoKwargs = opt(NoKwargs())
+
+
+@dataclass
+class ResNet50Model(ModelConfig):
+    name: str = opt("resnet50", choices=("resnet50",))
+    kwargs: ResNet50Kwargs = opt(ResNet50Kwargs())
+
+
+@dataclass
+class DeiTSmallModel(ModelConfig):
+    name: str = opt("deit_small", choices=("deit_small",))
+    kwargs: DeiTKwargs = opt(DeiTKwargs())
+    patch_size = 16  # class constant, not a config key
+
+    @classmethod
+    def cross_check(cls, node, root, path):
+        size = _select(root, "dataset.img_size")
+        if size is not None and (size < cls.patch_size or size % cls.patch_size):
+            raise ConfigError(f"model=deit_small needs dataset.img_size to be a multiple of {cls.patch_size} "
+                              f"(its patch size), got {size} (dataset={_select(root, 'dataset.name')}); allowed: "
+                              f"dataset.img_size=224 or another multiple of {cls.patch_size}, or another model")
+
+
+# ------------------------------------------------------------------ dataset
+@dataclass
+class DatasetConfig(Component):
+    name: str = opt(choices=DATASET_NAMES)
+    loader: str = opt("torchvision", choices=("torchvision", "ffcv"))
+    img_size: int = opt(ge=1, doc="training/eval resolution")
+    download: bool = opt(False, doc="fetch the dataset when missing (cifar100 only)")
+    augment: bool = opt(True)
+    options: NoKwargs = opt(NoKwargs())
+
+
+@dataclass
+class ImageNetOptions:
+    auto_augment: Optional[str] = opt(None, doc="timm RandAugment spec, e.g. rand-m9-mstd0.5-inc1")
+    re_prob: float = opt(0.0, ge=0, le=1, doc="random-erasing probability")
+    re_mode: str = opt("pixel", choices=("const", "rand", "pixel"))
+    color_jitter: float = opt(0.4, ge=0)
+    interpolation: Optional[str] = opt(None, choices=(None, "bilinear", "bicubic", "random"))
+    crop_pct: float = opt(0.875, gt=0, le=1, doc="validation centre-crop ratio")
+
+
+@dataclass
+class DigitsOptions:
+    val_fraction: float = opt(0.2, gt=0, lt=1)
+    shift: int = opt(1, ge=0, doc="random shift augmentation, pixels")
+
+
+@dataclass
+class SyntheticOptions:
+    num_classes: int = opt(10, ge=1)
+    in_chans: int = opt(3, ge=1)
+    train_size: int = opt(256, ge=1)
+    val_size: int = opt(64, ge=1)
+
+
+@dataclass
+class ImageNetDataset(DatasetConfig):
+    options: ImageNetOptions = opt(ImageNetOptions())
+
+
+@dataclass
+class CIFAR100Dataset(DatasetConfig):
+    pass
+
+
+@dataclass
+class DigitsDataset(DatasetConfig):
+    options: DigitsOptions = opt(DigitsOptions())
+
+
+@dataclass
+class SyntheticDataset(DatasetConfig):
+    options: SyntheticOptions = opt(SyntheticOptions())
+
+
+# ------------------------------------------------------------------ optimizer
+@dataclass
+class SAMConfig:
+    rho: float = opt(0.05, gt=0, doc="SAM neighbourhood radius")
+    adaptive: bool = opt(False, doc="ASAM")
+
+
+@dataclass
+class OptimizerConfig(Component):
+    name: str = opt()
+    lr: float = opt(gt=0, doc="peak lr for the GLOBAL batch")
+    weight_decay: float = opt(ge=0)
+    no_weight_decay_1d: bool = opt(True, doc="no decay on biases and norm parameters")
+    sam: Optional[SAMConfig] = opt(None, doc="set by optimizer=sam")
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
+    name: str = opt("sgd", choices=("sgd",))
+    momentum: float = opt(0.9, ge=0, lt=1)
+    nesterov: bool = opt(False)
+
+
+@dataclass
+class AdamWConfig(OptimizerConfig):
+    name: str = opt("adamw", choices=("adamw",))
+    betas: List[float] = opt([0.9, 0.999], ge=0, lt=1, each=True)
+    eps: float = opt(1e-8, gt=0)
+
+    @classmethod
+    def cross_check(cls, node, root, path):
+        if len(node.betas) != 2:
+            raise ConfigError(f"{path}.betas={list(node.betas)} is not allowed; it must be two numbers in [0, 1)")
+
+
+# ------------------------------------------------------------------ schedule, ham
+@dataclass
+class ScheduleConfig(Component):
+    name: str = opt("triangular", choices=("triangular", "cosine", "constant"))
+    warmup_epochs: float = opt(0.0, ge=0)
+    start_factor: float = opt(1.0, ge=0, doc="lr factor at step 0 of the warm-up")
+    end_factor: float = opt(0.0, ge=0, doc="lr factor at the last step")
+
+
+@dataclass
+class HamConfig(Component):
+    alpha: float = opt(200.0, doc="sign-aware part; 0 with beta=0 is the plain base optimizer; < 0 is nHAM")
+    beta: float = opt(1e-3, doc="multiplicative decay")
+    clamp: Optional[float] = opt(5.0, gt=0, doc="bound on the exponent; null disables")
+    variant: str = opt("deployed", choices=HAM_VARIANTS)
+    beta_where_grad: bool = opt(False, doc="decay only where grad != 0 (appendix D.4)")
+    min_ndim: int = opt(2, ge=0, doc="tensors with fewer dims are never stepped")
+    backend: str = opt("auto", choices=HAM_BACKENDS)
+
+
+# ------------------------------------------------------------------ sparsifiers
+@dataclass
+class SparsifierConfig(Component):
+    name: str = opt(choices=SPARSIFIER_NAMES)
+    sparsity: float = opt(0.9, ge=0, lt=1, doc="exact final fraction of zeros over conv/linear weights")
+    keep_first_dense: bool = opt(False)
+    keep_last_dense: bool = opt(False)
+
+
+@dataclass
+class DenseSparsifier(Component):
+    name: str = opt("dense", choices=("dense",))
+    sparsity: float = opt(0.0, choices=(0.0,), doc="dense: always 0")
+
+
+@dataclass
+class RandomSparsifier(SparsifierConfig):
+    name: str = opt("random", choices=("random",))
+    distribution: str = opt("erk", choices=DISTRIBUTIONS)
+    seed: int = opt(0, ge=0, doc="mask seed, identical on every rank")
+
+
+@dataclass
+class AcDcSparsifier(SparsifierConfig):
+    name: str = opt("acdc", choices=("acdc",))
+    warmup_fraction: float = opt(0.1, ge=0, lt=1)
+    phase_fraction: float = opt(0.05, gt=0, lt=1)
+    last_dense_fraction: float = opt(0.75, ge=0, lt=1)
+    final_fraction: float = opt(0.85, ge=0, lt=1)
+    compress_epochs: Optional[List[int]] = opt(None, ge=0, each=True, doc="explicit list overrides fractions")
+    decompress_epochs: Optional[List[int]] = opt(None, ge=0, each=True)
+    reset_momentum: str = opt("all", choices=("all", "pruned_layers", "none"))
+
+    @classmethod
+    def cross_check(cls, node, root, path):
+        check_acdc_schedule(node, _select(root, "trainer.epochs"), path)
+
+
+@dataclass
+class RigLSparsifier(SparsifierConfig):
+    name: str = opt("rigl", choices=("rigl",))
+    distribution: str = opt("erk", choices=DISTRIBUTIONS)
+    delta_t: int = opt(100, ge=1, doc="steps between mask updates")
+    drop_fraction: float = opt(0.3, gt=0, le=1)
+    end_fraction: float = opt(0.75, gt=0, le=1)
+    seed: int = opt(0, ge=0)
+
+
+@dataclass
+class STRSparsifier(SparsifierConfig):
+    name: str = opt("str", choices=("str",))
+    s_init: float = opt(-5.0)
+    threshold_weight_decay: Optional[float] = opt(None, ge=0, doc="null: the optimizer's weight decay")
+    exact_target: bool = opt(True, doc="final projection to exactly `sparsity`")
+
+
+@dataclass
+class SignInSparsifier(SparsifierConfig):
+    name: str = opt("signin", choices=("signin",))
+    mask_source: str = opt("random", choices=("random", "acdc", "rigl"))
+    period: int = opt(10, ge=1, doc="epochs between resets of m^2 - w^2")
+    weight_decay_form: str = opt("factors", choices=("factors", "product"))
+    product_weight_decay: float = opt(5e-5, ge=0)
+    reset_momentum: bool = opt(True)
+    source: Dict[str, Any] = opt({}, doc="options of the mask source (checked against its schema)")
+
+    @classmethod
+    def cross_check(cls, node, root, path):
+        source_cls = SPARSIFIER_SCHEMAS[node.mask_source]
+        shared = {"name", "sparsity", "keep_first_dense", "keep_last_dense"}
+        allowed = [f.name for f in dataclasses.fields(source_cls) if f.name not in shared]
+        for key in node.source:
+            if key not in allowed:
+                raise ConfigError(f"{path}.source.{key} is not an option of mask_source={node.mask_source}; "
+                                  f"allowed: {', '.join(allowed)}")
+        try:
+            typed = OmegaConf.merge(OmegaConf.structured(source_cls(sparsity=node.sparsity)), node.source)
+        except Exception as e:  # noqa: BLE001 -- an OmegaConf type error; say which key
+            raise ConfigError(f"{path}.source: {_one_line(e)}") from None
+        check_node(typed, root, f"{path}.source")
+
+
+@dataclass
+class MWSparsifier(SparsifierConfig):
+    name: str = opt("mw", choices=("mw",))
+    sparsity: float = opt(0.0, choices=(0.0,), doc="a dense baseline: always 0 (sparse m*w: sparsifier=signin)")
+    product_weight_decay: float = opt(5e-5, ge=0)
+    gamma: float = opt(1.0, ge=0, doc="m^2 - w^2 at init")
+
+
+SPARSIFIER_SCHEMAS: dict[str, type] = {
+    "dense": DenseSparsifier, "random": RandomSparsifier, "acdc": AcDcSparsifier, "rigl": RigLSparsifier,
+    "str": STRSparsifier, "signin": SignInSparsifier, "mw": MWSparsifier}
+MODEL_SCHEMAS: dict[str, type] = {"resnet18": PlainModel, "resnet50": ResNet50Model, "deit_small": DeiTSmallModel,
+                                  "small_cnn": PlainModel, "mlp": PlainModel}
+DATASET_SCHEMAS: dict[str, type] = {"imagenet": ImageNetDataset, "cifar100": CIFAR100Dataset,
+                                    "digits": DigitsDataset, "synthetic": SyntheticDataset}
+OPTIMIZER_SCHEMAS: dict[str, type] = {"sgd": SGDConfig, "adamw": AdamWConfig}
+
+
+# ------------------------------------------------------------------ logger, trainer, root
+@dataclass
+class WandbConfig:
+    mode: str = opt("online", choices=("online", "offline", "disabled"))
+    project: str = opt("ham")
+    entity: Optional[str] = opt(None)
+    group: Optional[str] = opt(None)
+    tags: List[str] = opt([])
+    name: Optional[str] = opt(None)
+
+
+@dataclass
+class LoggerConfig(Component):
+    wandb: Optional[WandbConfig] = opt(None, doc="null: metrics.jsonl and summary.json only")
+
+
+@dataclass
+class MixupConfig:
+    mixup_alpha: float = opt(0.8, ge=0)
+    cutmix_alpha: float = opt(1.0, ge=0)
+    prob: float = opt(1.0, ge=0, le=1)
+    switch_prob: float = opt(0.5, ge=0, le=1)
+    mode: str = opt("batch", choices=("batch", "pair", "elem"))
+
+
+@dataclass
+class TrainerConfig(Component):
+    epochs: int = opt(100, ge=1)
+    max_steps: Optional[int] = opt(None, ge=1, doc="stop after this many steps (smoke runs)")
+    global_batch_size: int = opt(1024, ge=1, doc="per-rank batch = global / world size")
+    eval_every_epochs: int = opt(5, ge=1)
+    log_every_steps: int = opt(50, ge=1)
+    checkpoint_every_steps: int = opt(1000, ge=1)
+    keep_checkpoints: int = opt(2, ge=1)
+    label_smoothing: float = opt(0.1, ge=0, lt=1)
+    grad_clip_norm: Optional[float] = opt(None, gt=0)
+    precision: str = opt("auto", choices=("auto", "bf16", "fp32"))
+    channels_last: Any = opt("auto", choices=AUTO_BOOL)
+    compile: bool = opt(False)
+    cudnn_benchmark: bool = opt(True)
+    num_workers: int = opt(8, ge=0)
+    preempt_check_every: int = opt(10, ge=1)
+    progress_bar: Any = opt("auto", choices=AUTO_BOOL)
+    deterministic: bool = opt(False)
+    eval_batch_size: Optional[int] = opt(None, ge=1)
+    mixup: Optional[MixupConfig] = opt(None, doc="timm Mixup/CutMix (DeiT recipe)")
+
+
+@dataclass
+class TrainConfig:
+    model: Any = MISSING
+    dataset: Any = MISSING
+    optimizer: Any = MISSING
+    schedule: ScheduleConfig = opt(ScheduleConfig())
+    sparsifier: Any = MISSING
+    ham: HamConfig = opt(HamConfig())
+    logger: LoggerConfig = opt(LoggerConfig())
+    trainer: TrainerConfig = opt(TrainerConfig())
+    seed: int = opt(0, ge=0)
+    experiment_name: Optional[str] = opt(None)
+    data_dir: Optional[str] = opt(None)
+    resume: str = opt("auto", doc="auto | never | path to a checkpoint file")
+    optimized_metric: Optional[str] = opt(None, doc="summary key the task returns (Hydra's optuna sweeper)")
+
+
+def register() -> None:
+    """Store the schemas in Hydra's ConfigStore (idempotent)."""
+    from hydra.core.config_store import ConfigStore
+
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    for group, schemas in (("model", MODEL_SCHEMAS), ("dataset", DATASET_SCHEMAS), ("optimizer", OPTIMIZER_SCHEMAS),
+                           ("sparsifier", SPARSIFIER_SCHEMAS)):
+        for name, cls in schemas.items():
+            cs.store(group=f"schema/{group}", name=name, node=cls)
+
+
+def describe(cls: type) -> list[str]:
+    """`key: default  (allowed)  doc` per field, for --help."""
+    out = []
+    for f in dataclasses.fields(cls):
+        default = f.default if f.default is not dataclasses.MISSING else "..."
+        meta = f.metadata or {}
+        allowed = ""
+        if meta.get("choices") is not None:
+            allowed = "|".join(_fmt(c) for c in meta["choices"])
+        else:
+            rng = [f"{sym} {meta[k]:g}" for k, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                   if meta.get(k) is not None]
+            allowed = " and ".join(rng)
+        text = f"{f.name}: {_fmt(default) if not isinstance(default, (list, dict)) else default}"
+        if allowed:
+            text += f"  ({allowed})"
+        if meta.get("doc"):
+            text += f"  {meta['doc']}"
+        out.append(text)
+    return out
+
+
+# ------------------------------------------------------------------ checking
+def _select(cfg: DictConfig, key: str) -> Any:
+    return OmegaConf.select(cfg, key, throw_on_missing=False)
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
+def _fmt(v: Any) -> str:
+    return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+
+
+def _describe(meta: dict, is_int: bool) -> str:
+    if meta["choices"] is not None:
+        return "allowed: " + ", ".join(_fmt(c) for c in meta["choices"])
+    rng = []
+    for k, sym in (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<")):
+        if meta[k] is not None:
+            rng.append(f"{sym} {meta[k]:g}")
+    kind = "an integer" if is_int else "a finite number"
+    return f"it must be {kind}" + (f" {' and '.join(rng)}" if rng else "")
+
+
+def _value_ok(v: Any, meta: dict) -> bool:
+    if meta["choices"] is not None:
+        return any(v == c and type(v) is type(c) or (isinstance(c, float) and isinstance(v, (int, float))
+                                                      and not isinstance(v, bool) and v == c)
+                   for c in meta["choices"])
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return True  # not a number: the type was checked by OmegaConf
+    if isinstance(v, float) and meta["finite"] and not math.isfinite(v):
+        return False
+    return ((meta["ge"] is None or v >= meta["ge"]) and (meta["gt"] is None or v > meta["gt"])
+            and (meta["le"] is None or v <= meta["le"]) and (meta["lt"] is None or v < meta["lt"]))
+
+
+def check_node(node: DictConfig, root: DictConfig, path: str, cls: type | None = None) -> None:
+    """Range/choice checks of one typed node and its typed children, then its cross-field rules."""
+    cls = cls or OmegaConf.get_type(node)
+    if not dataclasses.is_dataclass(cls):
+        return
+    names = {f.name for f in dataclasses.fields(cls)}
+    for extra in node.keys():  # `+key=value` adds keys past the schema: no component would read them
+        if extra not in names:
+            key = f"{path}.{extra}" if path else str(extra)
+            raise ConfigError(f"{key} is not a config key; keys of {path or 'the root config'}: "
+                              f"{', '.join(sorted(names))}")
+    for f in dataclasses.fields(cls):
+        key = f"{path}.{f.name}" if path else f.name
+        child = node._get_node(f.name) if f.name in node else None
+        if isinstance(child, DictConfig):
+            if not child._is_none():
+                check_node(child, root, key)
+            continue
+        v = child._value() if child is not None else None
+        meta = f.metadata
+        if not meta:
+            continue
+        values = list(v) if isinstance(v, ListConfig) and meta["each"] else [v]
+        for item in values:
+            if item is None and (f.default is None or meta["choices"] and None in meta["choices"]):
+                continue
+            if not _value_ok(item, meta):
+                shown = list(v) if isinstance(v, ListConfig) else v
+                is_int = f.type in (int, "int", Optional[int], "Optional[int]", List[int], "Optional[List[int]]")
+                raise ConfigError(f"{key}={_fmt(shown)} is not allowed; {_describe(meta, is_int)}")
+    if issubclass(cls, Component):
+        cls.cross_check(node, root, path)
+
+
+def check(cfg: DictConfig) -> None:
+    """Every range/choice/cross-field rule of the composed (resolved) config; raises ConfigError, one line."""
+    for group, schemas in (("model", MODEL_SCHEMAS), ("dataset", DATASET_SCHEMAS), ("optimizer", OPTIMIZER_SCHEMAS),
+                           ("sparsifier", SPARSIFIER_SCHEMAS)):
+        node = cfg[group]
+        name = node.get("name") if isinstance(node, DictConfig) else None
+        if name not in schemas:
+            raise ConfigError(f"{group}.name={_fmt(name)} is not allowed; allowed: {', '.join(schemas)}")
+        if OmegaConf.get_type(node) is not schemas[name]:  # an option file without its schema, or a renamed one
+            raise ConfigError(f"{group}.name={name} does not match the {group} option's schema "
+                              f"({getattr(OmegaConf.get_type(node), '__name__', 'untyped')}); choose "
+                              f"{group}={name} instead of renaming")
+    check_node(cfg, cfg, "", TrainConfig)
+    for key in ("schedule", "ham", "logger", "trainer", "model", "dataset", "optimizer", "sparsifier"):
+        check_node(cfg[key], cfg, key)
+
+
+# ------------------------------------------------------------------ Ac/Dc schedule (torch-free; used by ham.sparse)
+def acdc_boundary(fraction: float, epochs: int) -> int:
+    return int(math.floor(fraction * epochs + 0.5 + 1e-9))  # round half up, robust to float noise
+
+
+def acdc_phase_epochs(epochs: int, *, warmup_fraction: float = 0.1, phase_fraction: float = 0.05,
+                      last_dense_fraction: float = 0.75, final_fraction: float = 0.85
+                      ) -> tuple[list[int], list[int]]:
+    """(compress_epochs, decompress_epochs): epochs at whose start a phase begins. Each boundary is its own
+    fraction of training rounded half up, so phases stay ~equal when epochs is not a multiple of 20."""
+    compress, decompress = [], []
+    i = 0
+    while warmup_fraction + 2 * i * phase_fraction < last_dense_fraction - 1e-9:
+        start = warmup_fraction + 2 * i * phase_fraction
+        compress.append(acdc_boundary(start, epochs))
+        decompress.append(acdc_boundary(min(start + phase_fraction, last_dense_fraction), epochs))
+        i += 1
+    if not decompress or decompress[-1] != acdc_boundary(last_dense_fraction, epochs):
+        decompress.append(acdc_boundary(last_dense_fraction, epochs))
+    compress.append(acdc_boundary(final_fraction, epochs))
+    return compress, decompress
+
+
+def acdc_schedule_fits(compress: list[int], decompress: list[int], epochs: int) -> bool:
+    """Phases alternate strictly inside the run, starting with a compression."""
+    events = sorted([(e, "c") for e in compress] + [(e, "d") for e in decompress])
+    ok = len({e for e, _ in events}) == len(events) and all(0 <= e < epochs for e, _ in events)
+    return bool(ok and events and events[0][1] == "c" and all(a[1] != b[1] for a, b in zip(events, events[1:])))
+
+
+def check_acdc_schedule(node: Any, epochs: int, path: str = "sparsifier") -> None:
+    fractions = {k: node[k] for k in ("warmup_fraction", "phase_fraction", "last_dense_fraction", "final_fraction")}
+    c, d = acdc_phase_epochs(epochs, **fractions)
+    c = list(node["compress_epochs"]) if node["compress_epochs"] is not None else c
+    d = list(node["decompress_epochs"]) if node["decompress_epochs"] is not None else d
+    if not acdc_schedule_fits(c, d, epochs):
+        raise ConfigError(f"{path}: the Ac/Dc phase schedule does not fit trainer.epochs={epochs} (compress at "
+                          f"{c}, decompress at {d}); allowed: at least 20 epochs with the default fractions, or "
+                          f"explicit {path}.compress_epochs/decompress_epochs that alternate inside the run")
