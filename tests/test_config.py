@@ -84,6 +84,17 @@ def test_sparsifier_schemas_match_the_constructors():
                 assert f.name in params, (name, f.name)
 
 
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_a_group_choice_on_the_command_line_beats_the_preset(experiment):
+    """`experiment=X ham=off` must really be the baseline (a preset that set ham.* values would silently win)."""
+    off = compose([f"experiment={experiment}", "ham=off"])
+    assert (off.ham.alpha, off.ham.beta) == (0.0, 0.0)
+    for group in ("model", "optimizer", "schedule", "sparsifier"):
+        for option in group_options(group):
+            expected = OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml").get("name", "sgd")
+            assert compose([f"experiment={experiment}", f"{group}={option}"])[group].name == expected
+
+
 def test_user_command_composes_as_written():
     cfg = compose(["model=resnet50", "ham.alpha=200", "sparsifier=acdc"])
     assert cfg.model.name == "resnet50" and cfg.ham.alpha == 200 and cfg.sparsifier.name == "acdc"
