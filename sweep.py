@@ -1,12 +1,15 @@
 #!/usr/bin/env python
-"""alpha/beta grids and the paper's tables: expand -> launch (local or SLURM) -> collect a table + heatmap.
+"""alpha/beta grids, the paper's tables and Optuna searches as Hydra multiruns of train.py, plus their results.
 
     python sweep.py experiment=quickstart --alpha 0 100 200 --beta 0 1e-3 --seeds 0 1
     python sweep.py --table table2 --seeds 0 1 2 --launcher slurm --partition gpu --gpus-per-node 4
+    python sweep.py --search ham_optuna experiment=quickstart --trials 20     # configs/hparams_search/
     python sweep.py --collect runs/sweeps/<name>          # table (results.md, runs.csv) + grid.png
 
-Positional arguments are train.py overrides shared by every job. Jobs go to runs/sweeps/<name>/<job>; rerunning
-the same sweep skips finished jobs and resumes unfinished ones.
+Positional arguments are train.py overrides shared by every job. Each block of jobs is one
+`train.py -m ... hydra.sweep.dir=runs/sweeps/<name>` (printed with --dry-run: the same thing by hand), so jobs
+go to runs/sweeps/<name>/<job overrides>; rerunning the same sweep skips finished jobs and resumes the rest.
+Exit codes: 0 done, 1 some job failed, 2 bad input (one line; nothing launched or created).
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from ham import sweep
-
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -24,26 +25,32 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 200.0])
     p.add_argument("--beta", type=float, nargs="+", default=[0.0, 1e-3])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
-    p.add_argument("--table", choices=["table2", "table3", "table7", "table8"],
-                   help="run one of the paper's tables instead of an alpha/beta grid")
-    p.add_argument("--name", help="sweep name (default: derived from the table or overrides)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--table", choices=["table2", "table3", "table7", "table8"],
+                      help="run one of the paper's tables instead of an alpha/beta grid")
+    what.add_argument("--search", metavar="NAME", help="a configs/hparams_search/NAME.yaml search (e.g. ham_optuna)")
+    p.add_argument("--trials", type=int, help="--search: number of trials (default: the search config's)")
+    p.add_argument("--name", help="sweep name (default: derived from the table/overrides plus a hash)")
     p.add_argument("--root", default="runs/sweeps", help="parent directory of sweeps")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
-    p.add_argument("--nproc", type=int, default=1, help="local: processes per job (torchrun)")
+    p.add_argument("--nproc", type=int, default=1, help="local: DDP processes per job (hydra submitit_local)")
     p.add_argument("--partition")
     p.add_argument("--account")
     p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--gpus-per-node", type=int, default=4)
+    p.add_argument("--gpus-per-node", type=int, default=0)
+    p.add_argument("--tasks-per-node", type=int, help="slurm: DDP ranks per node (default: GPUs per node, or 1)")
     p.add_argument("--cpus-per-task", type=int, default=8)
     p.add_argument("--timeout-min", type=int, default=24 * 60)
-    p.add_argument("--wait", action="store_true", help="slurm: wait for the jobs, then collect")
-    p.add_argument("--dry-run", action="store_true", help="print the commands and exit")
+    p.add_argument("--dry-run", action="store_true", help="check every job, print the commands and exit")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="only collect results of an existing sweep")
     p.add_argument("--metric", default="val/top1")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)
 
 
 def main(argv: list[str]) -> int:
+    from ham import sweep
+    from ham.errors import ConfigError
+
     args = parse(argv)
     if args.collect:
         d = Path(args.collect)
@@ -52,47 +59,42 @@ def main(argv: list[str]) -> int:
             return 2
         print(sweep.write_reports(d, args.metric))
         return 0
-    if args.table:
-        jobs = sweep.table_jobs(args.table, args.seeds)
-        name = args.name or args.table
-    else:
-        jobs = sweep.grid_jobs([], args.alpha, args.beta, args.seeds)
-        name = args.name or ("grid_" + "_".join(o.replace("=", "-").replace("/", "-") for o in args.overrides)
-                             if args.overrides else "grid")
     extra = list(args.overrides)
-
-    # validate every job's config up front: a typo fails here, not in the 40th SLURM job
-    from ham.cli import prepare
-    from ham.errors import ConfigError
-
-    for job in jobs:
-        try:
-            prepare([*job.overrides, *extra])
-        except ConfigError as e:
-            print(f"error: job {job.name}: {e}", file=sys.stderr)
-            return 2
-
+    how = sweep.Launch(launcher=args.launcher, nproc=args.nproc, partition=args.partition, account=args.account,
+                       nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
+                       cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min)
+    if args.table:
+        blocks = sweep.table_blocks(args.table, args.seeds)
+    elif args.search:
+        blocks = [sweep.Block([f"hparams_search={args.search}", f"seed={sweep.values(args.seeds)}"])]
+    else:
+        blocks = sweep.grid_blocks([], args.alpha, args.beta, args.seeds)
+    try:
+        # every job composed and checked here: a typo fails now, not in the 40th SLURM job. On SLURM the data
+        # usually lives only on the compute nodes: each job checks it there.
+        n = sweep.check_jobs(blocks, extra, check_data=args.launcher == "local")
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    launch_extra = list(extra)
+    if args.search:
+        n = args.trials or n
+        if args.trials:
+            launch_extra.append(f"hydra.sweeper.n_trials={args.trials}")
+    name = args.name or sweep.sweep_name(args.table, args.search, blocks, extra)
     sweep_dir = Path(args.root) / name
     if args.dry_run:
-        for job in jobs:
-            print(" ".join(sweep.train_command(job, sweep_dir / job.name, extra, args.nproc)))
+        for block in blocks:
+            print(" ".join(sweep.multirun_command(block, sweep_dir, launch_extra, how)))
         return 0
-    sweep.write_manifest(sweep_dir, jobs, extra)
-    print(f"sweep {name}: {len(jobs)} jobs in {sweep_dir}", flush=True)
-    if args.launcher == "local":
-        codes = sweep.launch_local(jobs, sweep_dir, extra, args.nproc)
-        failed = {k: v for k, v in codes.items() if v != 0}
-    else:
-        sweep.launch_slurm(jobs, sweep_dir, extra, partition=args.partition, nodes=args.nodes,
-                           gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
-                           timeout_min=args.timeout_min, account=args.account, wait=args.wait)
-        failed = {}
-        if not args.wait:
-            print(f"submitted; collect later with: python sweep.py --collect {sweep_dir}")
-            return 0
+    sweep.write_manifest(sweep_dir, table=args.table, blocks=blocks, extra=extra, expected=n)
+    print(f"sweep {name}: {n} jobs in {len(blocks)} multirun(s) in {sweep_dir}", flush=True)
+    codes = sweep.launch(blocks, sweep_dir, launch_extra, how)
     print(sweep.write_reports(sweep_dir, args.metric))
+    failed = [c for c in codes if c != 0]
     if failed:
-        print(f"error: {len(failed)} job(s) failed: {failed}", file=sys.stderr)
+        print(f"error: {len(failed)} of {len(codes)} multirun(s) ended with a failed job (exit codes {codes}); "
+              f"rerun the same command to resume", file=sys.stderr)
         return 1
     return 0
 

@@ -87,6 +87,13 @@ class ValidateBeforeStart(Callback):
 
         overrides = [str(o) for o in config.hydra.overrides.task]
         parsed = OverridesParser.create().parse_overrides(overrides)
+        launcher = config.hydra.launcher
+        in_process = str(launcher.get("_target_", "")).endswith("BasicLauncher")
+        # submitit: every task is one DDP rank; on SLURM the data often exists only on the compute nodes, so
+        # each job checks it there
+        world = _world_size() if in_process else int(launcher.get("tasks_per_node") or 1) * int(
+            launcher.get("nodes") or 1)
+        data_here = in_process or "LocalLauncher" in str(launcher.get("_target_", ""))
         if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
             from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 
@@ -104,7 +111,7 @@ class ValidateBeforeStart(Callback):
                 raise ConfigError(f"job {' '.join(job)}: {explain_hydra_error(e)}") from None
             key = (cfg.dataset.name, cfg.data_dir, cfg.trainer.global_batch_size)
             try:
-                validate(cfg, world_size=_world_size(), check_data=key not in seen_data)
+                validate(cfg, world_size=world, check_data=data_here and key not in seen_data)
             except ConfigError as e:
                 raise ConfigError(f"job {' '.join(job)}: {e}") from None
             seen_data.add(key)
@@ -186,13 +193,12 @@ def _short(v: Any) -> str:
 
 def _export_submitit_ddp_env() -> None:
     """Under hydra-submitit-launcher every SLURM task runs this job: make the tasks one DDP group."""
-    if "SUBMITIT_EXECUTOR" not in os.environ or "MASTER_ADDR" in os.environ:
-        return
-    if int(os.environ.get("SLURM_NTASKS", "1")) <= 1:
+    if "SUBMITIT_EXECUTOR" not in os.environ or "RANK" in os.environ:
         return
     import submitit
 
-    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
+    if submitit.JobEnvironment().num_tasks > 1:
+        submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
 
 
 # ------------------------------------------------------------------ process entry

@@ -23,7 +23,7 @@ from ham.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(os.environ.get("HAM_CONFIG_DIR", REPO_ROOT / "configs"))
-GROUPS = ("model", "dataset", "optimizer", "schedule", "sparsifier", "ham", "logger", "experiment")
+GROUPS = ("model", "dataset", "optimizer", "schedule", "sparsifier", "ham", "logger", "experiment", "hparams_search")
 # Keys whose change makes a run directory's checkpoints meaningless: resuming with another value is refused.
 FROZEN_ON_RESUME = ("model", "dataset.name", "dataset.img_size", "sparsifier", "optimizer.name", "optimizer.sam",
                     "trainer.global_batch_size", "trainer.epochs", "seed")

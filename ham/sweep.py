@@ -1,186 +1,214 @@
-"""Grids of train.py runs (alpha/beta/seed and the paper's tables): expand -> launch -> collect.
+"""alpha/beta grids, the paper's tables and Optuna searches, launched as Hydra multiruns of train.py; collected
+into one table + heatmap.
 
-Every job is `python train.py <overrides> hydra.run.dir=<sweep dir>/<job name>`, so a job is resumable by rerunning
-the same sweep (finished jobs, those with a summary.json, are skipped). Launchers: `local` (one after another, in
-this process's environment; `--nproc N` wraps each in torchrun) and `slurm` (submitit; one SLURM job per run,
-N tasks per node = GPUs, all ranks join one DDP group through SLURM_* variables).
+A sweep is a list of blocks; each block is one `train.py -m ...` (a cartesian product of comma-separated values),
+launched through Hydra's launchers: the basic one (jobs one after another), submitit_local (`--nproc N`: every
+job N DDP processes) or submitit_slurm (one SLURM job per run, every task one DDP rank). Jobs land in
+<sweep dir>/<job's overrides>, are checked before anything is launched, resume when unfinished and are skipped
+when finished (train.py does both), so rerunning a sweep completes it. Collection reads each job's config.yaml
+and summary.json, so it needs no bookkeeping beyond the manifest of what was asked for (sweep.json).
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import itertools
 import json
 import math
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
 from ham.config import REPO_ROOT
 
 PAPER_REFERENCE = REPO_ROOT / "results" / "paper_reference.json"
-
-
-@dataclass
-class Job:
-    name: str
-    overrides: list[str]
-    tags: dict[str, Any] = field(default_factory=dict)
+TABLES = ("table2", "table3", "table7", "table8")
 
 
 def fmt(v: Any) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def grid_jobs(base: list[str], alphas: Iterable[float], betas: Iterable[float], seeds: Iterable[int]) -> list[Job]:
-    jobs = []
-    for a, b, s in itertools.product(alphas, betas, seeds):
-        jobs.append(Job(f"a{fmt(a)}_b{fmt(b)}_s{s}", [*base, f"ham.alpha={a}", f"ham.beta={b}", f"seed={s}"],
-                        {"alpha": a, "beta": b, "seed": s}))
-    return jobs
+def values(items: Iterable[Any]) -> str:
+    return ",".join(fmt(v) for v in items)
 
 
-# The paper's tables as grids. Cells are (row label, column label, overrides).
-HAM_CELLS = [("Baseline", ["ham=off"]), ("alpha=0,beta=1e-3", ["ham.alpha=0", "ham.beta=1e-3"]),
-             ("alpha=200,beta=0", ["ham.alpha=200", "ham.beta=0"]),
-             ("alpha=200,beta=1e-3", ["ham.alpha=200", "ham.beta=1e-3"])]
+@dataclass
+class Block:
+    """One Hydra multirun: overrides, some with comma-separated sweep values."""
+    overrides: list[str]
+
+    def jobs(self, extra: list[str] = ()) -> list[list[str]]:
+        """The override list of every job (Hydra's own expansion of the sweep syntax)."""
+        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+        from hydra.core.override_parser.overrides_parser import OverridesParser
+
+        parsed = OverridesParser.create().parse_overrides([*self.overrides, *extra])
+        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
 
 
-def table_jobs(table: str, seeds: Iterable[int]) -> list[Job]:
-    cells: list[tuple[str, str, list[str]]] = []
+def grid_blocks(base: list[str], alphas: Iterable[float], betas: Iterable[float], seeds: Iterable[int]) -> list[Block]:
+    return [Block([*base, f"ham.alpha={values(alphas)}", f"ham.beta={values(betas)}", f"seed={values(seeds)}"])]
+
+
+def table_blocks(table: str, seeds: Iterable[int]) -> list[Block]:
+    """The paper's tables as multiruns. HAM cells are alpha x beta products ({0, 200} x {0, beta}: the baseline
+    is alpha = beta = 0, i.e. ham=off); Sign-In rows have no HAM variant in the paper."""
+    s = f"seed={values(seeds)}"
     if table == "table2":  # ResNet50 ImageNet dense: {100, 200 ep} x {SGD, SAM} x HAM cells
-        for exp, ep in (("imagenet_resnet50", "100"), ("imagenet_resnet50_200ep", "200")):
-            for opt, label in (("sgd", "HAM"), ("sam", "SAM-HAM")):
-                for col, ov in HAM_CELLS:
-                    cells.append((f"{label}, {ep} epochs", col, [f"experiment={exp}", f"optimizer={opt}", *ov]))
-    elif table == "table7":  # ResNet18 CIFAR100 dense, beta = 16e-3
-        for opt, label in (("sgd", "HAM"), ("sam", "SAM-HAM")):
-            for col, ov in HAM_CELLS:
-                ov = [o.replace("1e-3", "16e-3") for o in ov]
-                cells.append((label, col.replace("1e-3", "16e-3"),
-                              ["experiment=cifar100_resnet18", f"optimizer={opt}", *ov]))
-    elif table == "table3":  # ResNet50 ImageNet sparse, 100 epochs
-        methods = [("Random", "random", []), ("AC/DC", "acdc", []), ("RiGL", "rigl", []), ("STR", "str", []),
-                   ("Random+Sign-In", "signin", ["sparsifier.mask_source=random"]),
-                   ("AC/DC+Sign-In", "signin", ["sparsifier.mask_source=acdc"]),
-                   ("RiGL+Sign-In", "signin", ["sparsifier.mask_source=rigl"])]
-        for label, sp, extra in methods:
-            for ham_label, ham_ov in (("", ["ham=off"]), ("+HAM", ["ham.alpha=200", "ham.beta=1e-3"])):
-                if "Sign-In" in label and ham_label:
-                    continue  # the paper has no Sign-In+HAM row
-                for s in (0.8, 0.9, 0.95):
-                    cells.append((label + ham_label, f"s={s}", ["experiment=imagenet_resnet50",
-                                                               f"sparsifier={sp}", f"sparsifier.sparsity={s}",
-                                                               *extra, *ham_ov]))
-    elif table == "table8":
-        cells = [("ImageNet+DeiT Small", "AdamW", ["experiment=imagenet_deit_small", "ham=off"]),
-                 ("ImageNet+DeiT Small", "AdamW + HAM", ["experiment=imagenet_deit_small"])]
-    else:
-        raise ValueError(f"unknown table {table!r}; allowed: table2, table3, table7, table8")
-    jobs = []
-    for row, col, ov in cells:
-        for s in seeds:
-            slug = f"{row}__{col}".replace(" ", "").replace(",", "_").replace("=", "").replace("+", "p")
-            jobs.append(Job(f"{slug}_s{s}", [*ov, f"seed={s}"], {"row": row, "col": col, "seed": s}))
-    return jobs
+        return [Block(["experiment=imagenet_resnet50,imagenet_resnet50_200ep", "optimizer=sgd,sam",
+                       "ham.alpha=0,200", "ham.beta=0,0.001", s])]
+    if table == "table7":  # ResNet18 CIFAR100 dense, beta = 16e-3
+        return [Block(["experiment=cifar100_resnet18", "optimizer=sgd,sam", "ham.alpha=0,200", "ham.beta=0,0.016", s])]
+    if table == "table3":  # ResNet50 ImageNet sparse, 100 epochs
+        sp = "sparsifier.sparsity=0.8,0.9,0.95"
+        return [Block(["experiment=imagenet_resnet50", "sparsifier=random,acdc,rigl,str", sp, "ham=off,default", s]),
+                Block(["experiment=imagenet_resnet50", "sparsifier=signin", "sparsifier.mask_source=random,acdc,rigl",
+                       sp, "ham=off", s])]
+    if table == "table8":
+        return [Block(["experiment=imagenet_deit_small", "ham=off,default", s])]
+    raise ValueError(f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
+
+
+# ---------------------------------------------------------------- cells of the paper's tables
+_SPARSE_LABEL = {"random": "Random", "acdc": "AC/DC", "rigl": "RiGL", "str": "STR"}
+
+
+def _ham_cell(alpha: float, beta: float, beta_on: str) -> str:
+    if alpha == 0 and beta == 0:
+        return "Baseline"
+    return f"alpha={fmt(alpha)},beta={beta_on if beta else 0}"
+
+
+def cell_of(table: str | None, cfg: dict[str, Any]) -> tuple[str, str]:
+    """(row, column) of a finished run in its table, from its config (paper_reference.json's labels)."""
+    alpha, beta = cfg["ham"]["alpha"], cfg["ham"]["beta"]
+    ham_on = bool(alpha or beta)
+    if table in ("table2", "table7"):
+        prefix = "SAM-HAM" if cfg["optimizer"].get("sam") else "HAM"
+        row = f"{prefix}, {cfg['trainer']['epochs']} epochs" if table == "table2" else prefix
+        return row, _ham_cell(alpha, beta, "1e-3" if table == "table2" else "16e-3")
+    if table == "table3":
+        sp = cfg["sparsifier"]
+        if sp["name"] == "signin":
+            row = f"{_SPARSE_LABEL[sp['mask_source']]}+Sign-In"
+        else:
+            row = _SPARSE_LABEL[sp["name"]] + ("+HAM" if ham_on else "")
+        return row, f"s={fmt(sp['sparsity'])}"
+    if table == "table8":
+        return "ImageNet+DeiT Small", "AdamW + HAM" if ham_on else "AdamW"
+    return fmt(alpha), fmt(beta)
 
 
 # ---------------------------------------------------------------- launch
-def is_done(run_dir: Path) -> bool:
-    return (run_dir / "summary.json").is_file()
+@dataclass
+class Launch:
+    """How the jobs run: Hydra launcher overrides appended to every block."""
+    launcher: str = "local"          # local | slurm
+    nproc: int = 1                   # local: DDP processes per job (submitit_local)
+    partition: str | None = None
+    account: str | None = None
+    nodes: int = 1
+    gpus_per_node: int = 0
+    tasks_per_node: int | None = None
+    cpus_per_task: int = 8
+    timeout_min: int = 24 * 60
+
+    def overrides(self) -> list[str]:
+        if self.launcher == "local":
+            if self.nproc <= 1:
+                return []
+            return ["hydra/launcher=submitit_local", f"hydra.launcher.tasks_per_node={self.nproc}",
+                    f"hydra.launcher.cpus_per_task={self.cpus_per_task}", f"hydra.launcher.timeout_min={self.timeout_min}"]
+        tasks = self.tasks_per_node or max(1, self.gpus_per_node)
+        ov = ["hydra/launcher=submitit_slurm", f"hydra.launcher.nodes={self.nodes}",
+              f"hydra.launcher.tasks_per_node={tasks}", f"hydra.launcher.cpus_per_task={self.cpus_per_task}",
+              f"hydra.launcher.timeout_min={self.timeout_min}"]
+        if self.gpus_per_node:
+            ov.append(f"hydra.launcher.gpus_per_node={self.gpus_per_node}")
+        if self.partition:
+            ov.append(f"hydra.launcher.partition={self.partition}")
+        if self.account:
+            ov.append(f"+hydra.launcher.additional_parameters.account={self.account}")
+        return ov
 
 
-def train_command(job: Job, run_dir: Path, extra: list[str], nproc: int = 1) -> list[str]:
-    script = str(REPO_ROOT / "train.py")
-    launcher = [sys.executable, script] if nproc == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", script]
-    return [*launcher, *job.overrides, *extra, f"hydra.run.dir={run_dir}"]
+def multirun_command(block: Block, sweep_dir: Path, extra: list[str], launch: Launch) -> list[str]:
+    return [sys.executable, str(REPO_ROOT / "train.py"), "-m", *block.overrides, *extra, *launch.overrides(),
+            f"hydra.sweep.dir={sweep_dir}"]
 
 
-def write_manifest(sweep_dir: Path, jobs: list[Job], extra: list[str]) -> None:
+def check_jobs(blocks: list[Block], extra: list[str], *, check_data: bool) -> int:
+    """Compose and validate every job of every block before anything runs; raises ConfigError. Returns the count."""
+    from ham.config import compose, validate
+    from ham.errors import ConfigError
+
+    n = 0
+    for block in blocks:
+        for job in block.jobs(extra):
+            try:
+                validate(compose(job), check_data=check_data)
+            except ConfigError as e:
+                raise ConfigError(f"job {' '.join(job)}: {e}") from None
+            n += 1
+    return n
+
+
+def sweep_name(table: str | None, search: str | None, blocks: list[Block], extra: list[str]) -> str:
+    """Readable and unique per request: the same command reuses (resumes) its sweep; a different grid gets its
+    own directory instead of overwriting another sweep's manifest."""
+    head = table or (f"search_{search}" if search else "grid")
+    words = [o.replace("=", "-").replace("/", "-") for o in extra if not o.startswith(("data_dir=", "hydra."))]
+    digest = hashlib.sha256(json.dumps([[b.overrides for b in blocks], extra]).encode()).hexdigest()[:8]
+    return "_".join([head, *words[:3], digest])[:120]
+
+
+def write_manifest(sweep_dir: Path, *, table: str | None, blocks: list[Block], extra: list[str], expected: int) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    manifest = [{"name": j.name, "overrides": [*j.overrides, *extra], "tags": j.tags} for j in jobs]
+    manifest = {"table": table, "blocks": [b.overrides for b in blocks], "extra": extra, "expected_jobs": expected}
     (sweep_dir / "sweep.json").write_text(json.dumps(manifest, indent=2))
 
 
-def launch_local(jobs: list[Job], sweep_dir: Path, extra: list[str], nproc: int = 1) -> dict[str, int]:
-    codes = {}
-    for i, job in enumerate(jobs, 1):
-        run_dir = sweep_dir / job.name
-        if is_done(run_dir):
-            print(f"[{i}/{len(jobs)}] {job.name}: done, skipped", flush=True)
-            continue
-        print(f"[{i}/{len(jobs)}] {job.name}", flush=True)
-        codes[job.name] = subprocess.call(train_command(job, run_dir, extra, nproc))
-        if codes[job.name] == 2:  # bad config: every job of the grid will fail the same way
-            print("bad configuration; stopping the sweep", file=sys.stderr)
-            break
-    return codes
-
-
-def _slurm_entry(argv: list[str]) -> int:
-    """Runs inside each SLURM task: export the DDP variables submitit knows, then train."""
-    import submitit
-
-    submitit.helpers.TorchDistributedEnvironment().export(set_cuda_visible_devices=False)
-    from ham.cli import main
-
-    code = main(argv)
-    if code not in (0, 3):
-        raise RuntimeError(f"train.py exited with {code}")
-    return code
-
-
-def launch_slurm(jobs: list[Job], sweep_dir: Path, extra: list[str], *, partition: str | None, nodes: int,
-                 gpus_per_node: int, cpus_per_task: int, timeout_min: int, account: str | None,
-                 wait: bool) -> list[Any]:
-    import submitit
-
-    ex = submitit.AutoExecutor(folder=sweep_dir / "_submitit", cluster="slurm")
-    tasks = max(1, gpus_per_node)
-    params: dict[str, Any] = dict(nodes=nodes, tasks_per_node=tasks, cpus_per_task=cpus_per_task,
-                                  timeout_min=timeout_min, slurm_signal_delay_s=120)
-    if gpus_per_node:
-        params["gpus_per_node"] = gpus_per_node
-    if partition:
-        params["slurm_partition"] = partition
-    if account:
-        params["slurm_account"] = account
-    ex.update_parameters(**params)
-    submitted = []
-    todo = [j for j in jobs if not is_done(sweep_dir / j.name)]
-    with ex.batch():
-        for job in todo:
-            argv = [*job.overrides, *extra, f"hydra.run.dir={sweep_dir / job.name}"]
-            submitted.append(ex.submit(_slurm_entry, argv))
-    for job, sj in zip(todo, submitted):
-        print(f"{job.name}: slurm job {sj.job_id}", flush=True)
-    if wait:
-        for sj in submitted:
-            sj.results()
-    return submitted
+def launch(blocks: list[Block], sweep_dir: Path, extra: list[str], how: Launch) -> list[int]:
+    """Run every block's multirun: one after another locally; all at once on SLURM (each waits for its jobs)."""
+    cmds = [multirun_command(b, sweep_dir, extra, how) for b in blocks]
+    if how.launcher == "local":
+        codes = []
+        for cmd in cmds:
+            codes.append(subprocess.call(cmd, cwd=REPO_ROOT))
+        return codes
+    procs = [subprocess.Popen(cmd, cwd=REPO_ROOT) for cmd in cmds]
+    return [p.wait() for p in procs]
 
 
 # ---------------------------------------------------------------- collect
-def load_runs(sweep_dir: Path) -> list[dict[str, Any]]:
+def load_runs(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(manifest, one row per job directory: its cell, seed, status and final metrics)."""
+    from omegaconf import OmegaConf
+
     manifest = json.loads((sweep_dir / "sweep.json").read_text())
     rows = []
-    for job in manifest:
-        summary_path = sweep_dir / job["name"] / "summary.json"
-        row = {"name": job["name"], **job["tags"], "status": "done" if summary_path.is_file() else "missing"}
+    for cfg_path in sorted(sweep_dir.glob("*/config.yaml")):
+        cfg = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=False)
+        row_label, col_label = cell_of(manifest.get("table"), cfg)
+        row: dict[str, Any] = {"name": cfg_path.parent.name, "row": row_label, "col": col_label,
+                               "alpha": cfg["ham"]["alpha"], "beta": cfg["ham"]["beta"], "seed": cfg["seed"]}
+        summary_path = cfg_path.parent / "summary.json"
+        row["status"] = "done" if summary_path.is_file() else "unfinished"
         if summary_path.is_file():
             s = json.loads(summary_path.read_text())
             row.update({k: s.get(k) for k in ("val/top1", "val/top5", "val/loss", "train/loss", "sparsity",
                                               "train/l1_norm", "wall_time_s", "steps")})
         rows.append(row)
-    return rows
+    return manifest, rows
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    sd = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+def mean_std(vals: list[float]) -> tuple[float, float]:
+    m = sum(vals) / len(vals)
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
     return m, sd
 
 
@@ -197,30 +225,36 @@ def aggregate(rows: list[dict[str, Any]], keys: tuple[str, ...], metric: str = "
 
 
 def write_reports(sweep_dir: Path, metric: str = "val/top1") -> str:
-    rows = load_runs(sweep_dir)
+    """results.md (mean ± std per cell), runs.csv (every run), grid.png (alpha x beta) for grids and searches."""
+    manifest, rows = load_runs(sweep_dir)
     with open(sweep_dir / "runs.csv", "w", newline="") as f:
         cols = sorted({k for r in rows for k in r})
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
         w.writerows(rows)
-    keys = ("row", "col") if rows and "row" in rows[0] else ("alpha", "beta")
+    table = manifest.get("table")
+    keys = ("row", "col") if table else ("alpha", "beta")
     agg = aggregate(rows, keys, metric)
     lines = [f"| {keys[0]} | {keys[1]} | {metric} (mean ± std) | n |", "|---|---|---|---|"]
     for a in sorted(agg, key=lambda a: tuple(str(a[k]) for k in keys)):
-        lines.append(f"| {a[keys[0]]} | {a[keys[1]]} | {a['mean']:.2f} ± {a['std']:.2f} | {a['n']} |")
-    missing = [r["name"] for r in rows if r["status"] != "done"]
-    if missing:
-        lines.append(f"\n{len(missing)} of {len(rows)} runs have no summary yet: {', '.join(missing[:10])}"
-                     + (" ..." if len(missing) > 10 else ""))
-    table = "\n".join(lines)
-    (sweep_dir / "results.md").write_text(table + "\n")
-    if keys == ("alpha", "beta") and agg:
-        plot_grid(agg, sweep_dir / "grid.png", metric)
-    return table
+        lines.append(f"| {fmt(a[keys[0]])} | {fmt(a[keys[1]])} | {a['mean']:.2f} ± {a['std']:.2f} | {a['n']} |")
+    done = sum(r["status"] == "done" for r in rows)
+    expected = manifest.get("expected_jobs")
+    if expected is not None and done < expected:
+        unfinished = [r["name"] for r in rows if r["status"] != "done"]
+        lines.append(f"\n{done} of {expected} runs finished" + (f"; unfinished: {', '.join(unfinished[:5])}"
+                                                                 + (" ..." if len(unfinished) > 5 else "")
+                                                                 if unfinished else ""))
+    text = "\n".join(lines)
+    (sweep_dir / "results.md").write_text(text + "\n")
+    if not table and agg:
+        plot_alpha_beta(agg, sweep_dir / "grid.png", metric)
+    return text
 
 
-def plot_grid(agg: list[dict[str, Any]], path: Path, metric: str) -> None:
-    """Heatmap of the metric over alpha x beta (the paper's Fig. 6/7)."""
+def plot_alpha_beta(agg: list[dict[str, Any]], path: Path, metric: str) -> None:
+    """A heatmap over alpha x beta (the paper's Fig. 6/7) for grids; a scatter coloured by the metric when the
+    points do not form a grid (an Optuna search)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -228,21 +262,29 @@ def plot_grid(agg: list[dict[str, Any]], path: Path, metric: str) -> None:
 
     alphas = sorted({a["alpha"] for a in agg})
     betas = sorted({a["beta"] for a in agg})
-    grid = [[math.nan] * len(alphas) for _ in betas]
-    for a in agg:
-        grid[betas.index(a["beta"])][alphas.index(a["alpha"])] = a["mean"]
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * len(alphas), 1.0 + 0.7 * len(betas)))
-    im = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
-    ax.set_xticks(range(len(alphas)), [fmt(a) for a in alphas])
-    ax.set_yticks(range(len(betas)), [fmt(b) for b in betas])
+    is_grid = len(agg) == len(alphas) * len(betas) and len(alphas) * len(betas) <= 144
+    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * min(len(alphas), 8), 1.0 + 0.7 * min(len(betas), 8)) if is_grid
+                           else (6, 4.5))
+    if is_grid:
+        grid = [[math.nan] * len(alphas) for _ in betas]
+        for a in agg:
+            grid[betas.index(a["beta"])][alphas.index(a["alpha"])] = a["mean"]
+        im = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
+        ax.set_xticks(range(len(alphas)), [fmt(a) for a in alphas])
+        ax.set_yticks(range(len(betas)), [fmt(b) for b in betas])
+        for i, row in enumerate(grid):
+            for j, v in enumerate(row):
+                if not math.isnan(v):
+                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+    else:
+        im = ax.scatter([a["alpha"] for a in agg], [a["beta"] for a in agg], c=[a["mean"] for a in agg],
+                        cmap="viridis", s=60, edgecolors="k")
+        best = max(agg, key=lambda a: a["mean"])
+        ax.annotate(f"best {best['mean']:.2f}", (best["alpha"], best["beta"]), textcoords="offset points",
+                    xytext=(6, 6), fontsize=8)
     ax.set_xlabel("alpha")
     ax.set_ylabel("beta")
-    for i, row in enumerate(grid):
-        for j, v in enumerate(row):
-            if not math.isnan(v):
-                ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
     fig.colorbar(im, ax=ax, label=metric)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
-

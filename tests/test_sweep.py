@@ -1,9 +1,13 @@
-"""sweep.py: grid expansion, paper tables, local launch + collect (table and heatmap), config validation."""
+"""sweep.py: blocks as Hydra multiruns, paper tables, local launch + collect (table and heatmap), resume/skip,
+config validation before launching, and an Optuna search collected like a grid."""
 
+import csv
 import json
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from ham import sweep
 
@@ -11,33 +15,87 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_grid_and_table_expansion():
-    jobs = sweep.grid_jobs(["experiment=quickstart"], [0.0, 200.0], [0.0, 1e-3], [0, 1])
-    assert len(jobs) == 8 and len({j.name for j in jobs}) == 8
-    assert "ham.alpha=200.0" in jobs[-1].overrides and "seed=1" in jobs[-1].overrides
-    t2 = sweep.table_jobs("table2", [0])
+    (grid,) = sweep.grid_blocks(["experiment=quickstart"], [0.0, 200.0], [0.0, 1e-3], [0, 1])
+    jobs = grid.jobs()
+    assert len(jobs) == 8 and len({tuple(j) for j in jobs}) == 8
+    assert ["experiment=quickstart", "ham.alpha=200", "ham.beta=0.001", "seed=1"] in jobs
+    t2 = [j for b in sweep.table_blocks("table2", [0]) for j in b.jobs()]
     assert len(t2) == 16  # {100, 200 ep} x {SGD, SAM} x 4 HAM cells
-    t3 = sweep.table_jobs("table3", [0])
+    t3 = [j for b in sweep.table_blocks("table3", [0]) for j in b.jobs()]
     assert len(t3) == (4 * 2 + 3) * 3  # 4 methods with/without HAM + 3 Sign-In rows, 3 sparsities
-    assert any("sparsifier.mask_source=rigl" in j.overrides for j in t3)
+    assert any("sparsifier.mask_source=rigl" in j for j in t3)
+    assert len([j for b in sweep.table_blocks("table8", [0, 1, 2]) for j in b.jobs()]) == 6
 
 
-def test_local_sweep_runs_and_collects(tmp_path):
-    cmd = [sys.executable, str(ROOT / "sweep.py"), "experiment=quickstart", "trainer.epochs=4", "--alpha", "0", "200",
-           "--beta", "0", "--seeds", "0", "1", "--root", str(tmp_path), "--name", "g"]
-    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert p.returncode == 0, p.stderr[-2000:]
+def test_table_cells_match_the_paper_reference_labels():
+    from ham.config import compose
+    from omegaconf import OmegaConf
+
+    ref = json.loads(sweep.PAPER_REFERENCE.read_text())
+    keys = {"table2": "table2_resnet50_imagenet_dense", "table3": "table3_resnet50_imagenet_sparse",
+            "table7": "table7_resnet18_cifar100_dense"}
+    for table, key in keys.items():
+        cells = set()
+        for b in sweep.table_blocks(table, [0]):
+            for job in b.jobs():
+                cells.add(sweep.cell_of(table, OmegaConf.to_container(compose(job), resolve=True)))
+        rows = {k for k in ref[key] if not k.startswith("_") and k != "columns"}
+        assert {r for r, _ in cells} == rows, table
+        assert {c for _, c in cells} == set(ref[key]["columns"]), table
+        assert len(cells) == sum(1 for _ in cells) and len(cells) == len(rows) * len(ref[key]["columns"])
+
+
+def _sweep(tmp_path, *extra):
+    cmd = [sys.executable, str(ROOT / "sweep.py"), "experiment=quickstart", "trainer.epochs=2",
+           "trainer.max_steps=20", "--root", str(tmp_path), "--name", "g", *extra]
+    return cmd, subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+
+def test_local_sweep_runs_collects_and_resumes(tmp_path):
+    cmd, p = _sweep(tmp_path, "--alpha", "0", "200", "--beta", "0", "--seeds", "0", "1")
+    assert p.returncode == 0, p.stderr[-3000:]
     d = tmp_path / "g"
     assert (d / "results.md").is_file() and (d / "grid.png").stat().st_size > 1000
-    rows = [json.loads((d / j["name"] / "summary.json").read_text()) for j in json.loads((d / "sweep.json").read_text())]
-    assert len(rows) == 4 and all(r["val/top1"] > 20 for r in rows)
-    text = (d / "results.md").read_text()
-    assert "| 0 | 0 |" in text.replace(".0 ", " ") or "| 0.0 | 0.0 |" in text
+    runs = sorted(d.glob("*/summary.json"))
+    assert len(runs) == 4 and all(json.loads(r.read_text())["steps"] == 20 for r in runs)
+    assert {r.parent.name for r in runs} == {
+        f"experiment=quickstart,ham.alpha={a},ham.beta=0,seed={s},trainer.epochs=2,trainer.max_steps=20"
+        for a in (0, 200) for s in (0, 1)}
+    with open(d / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted((float(r["alpha"]), int(r["seed"])) for r in rows) == [(0, 0), (0, 1), (200, 0), (200, 1)]
+    assert "| 0 | 0 |" in (d / "results.md").read_text() and "| 200 | 0 |" in (d / "results.md").read_text()
     again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
-    assert again.stdout.count("done, skipped") == 4  # rerunning skips finished jobs
+    assert again.returncode == 0 and again.stderr.count("already finished") == 4  # rerunning skips finished jobs
 
 
 def test_bad_config_stops_before_launching(tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "experiment=quickstart", "optimizer.lr=-1",
                         "--root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
-    assert p.returncode == 2 and "optimizer.lr" in p.stderr
+    assert p.returncode == 2 and "optimizer.lr" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
+
+
+def test_dry_run_prints_the_hydra_multirun_commands(tmp_path):
+    p = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "--table", "table3", "--seeds", "0", "1",
+                        "--launcher", "slurm", "--partition", "gpu", "--gpus-per-node", "4", "--dry-run",
+                        "--root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.strip().splitlines()
+    assert len(lines) == 2 and all(" -m " in ln and "hydra/launcher=submitit_slurm" in ln for ln in lines)
+    assert "hydra.launcher.tasks_per_node=4" in lines[0] and "hydra.launcher.gpus_per_node=4" in lines[0]
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.skipif(not __import__("importlib").util.find_spec("hydra_plugins.hydra_optuna_sweeper"),
+                    reason="needs the hpo extra (installed by CI)")
+def test_optuna_search_is_collected_like_a_grid(tmp_path):
+    _, p = _sweep(tmp_path, "--search", "ham_optuna", "--trials", "3")
+    assert p.returncode == 0, p.stderr[-3000:]
+    d = tmp_path / "g"
+    runs = sorted(d.glob("*/summary.json"))
+    assert len(runs) == 3
+    alphas = {json.loads((r.parent / "summary.json").read_text())["config_hash"] for r in runs}
+    assert len(alphas) == 3  # three different trials
+    assert (d / "grid.png").stat().st_size > 1000 and (d / "optimization_results.yaml").is_file()
+    assert "| n |" in (d / "results.md").read_text()
