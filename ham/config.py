@@ -86,8 +86,11 @@ def explain_hydra_error(e: BaseException) -> str:
         return f"{key}={conv.group(1)} is not allowed; it must be {_article(conv.group(2))}"
     if "Missing mandatory value" in text and key:
         return f"{key} is not set; it is required (set {key}=...)"
-    if key and key in text:
-        return text.split(" full_key:")[0] if "full_key" in text else text
+    bool_ = re.search(r"Value '([^']*)' is not a valid bool", text)
+    if bool_ and key:
+        return f"{key}={bool_.group(1)} is not allowed; it must be true or false"
+    if key:
+        return f"{key}: {text.split(' full_key:')[0]}"
     return _one_line(e)
 
 

@@ -1,4 +1,4 @@
-"""Training/eval metrics: sign flips (bit-packed snapshots), L1, sparsity, top-k, running means, throughput."""
+"""Training metrics: sign flips (bit-packed snapshots), L1, sparsity."""
 
 import io
 import math
@@ -7,15 +7,7 @@ import pytest
 import torch
 
 from ham.train import metrics
-from ham.train.metrics import (
-    EvalAccumulator,
-    RunningMean,
-    SignTracker,
-    Throughput,
-    accuracy_topk,
-    l1_norm,
-    sparsity,
-)
+from ham.train.metrics import SignTracker, l1_norm, sparsity
 
 
 # ------------------------------------------------------------------------------------------------ bit packing
@@ -140,116 +132,3 @@ def test_sparsity_global_and_per_layer():
 
 
 # ------------------------------------------------------------------------------------------------ accuracy
-def test_accuracy_topk_counts_on_hand_made_logits():
-    logits = torch.tensor([[0.1, 0.9, 0.0, 0.2],    # top1=1 top2={1,3}
-                           [0.8, 0.1, 0.05, 0.05],  # top1=0 top2={0,1}
-                           [0.2, 0.3, 0.4, 0.1]])   # top1=2 top2={2,1}
-    targets = torch.tensor([1, 1, 0])
-    assert accuracy_topk(logits, targets, ks=(1, 2, 4)).tolist() == [1, 2, 3]
-    assert accuracy_topk(logits, targets, ks=(1, 5)).tolist() == [1, 3]  # k beyond the class count: all
-    soft = torch.nn.functional.one_hot(targets, 4).float() * 0.9 + 0.025  # mixup-style targets
-    assert accuracy_topk(logits, soft, ks=(1, 2)).tolist() == [1, 2]
-
-
-def test_eval_accumulator_combines_batches():
-    g = torch.Generator().manual_seed(1)
-    logits, targets = torch.randn(50, 10, generator=g), torch.randint(0, 10, (50,), generator=g)
-    acc = EvalAccumulator()
-    for i in range(0, 50, 16):
-        acc.add(logits[i:i + 16], targets[i:i + 16])
-    out = acc.compute()
-    top = logits.topk(5, dim=1).indices
-    assert out["val/top1"] == pytest.approx(100 * (top[:, 0] == targets).float().mean().item())
-    assert out["val/top5"] == pytest.approx(100 * (top == targets[:, None]).any(1).float().mean().item())
-    assert out["val/loss"] == pytest.approx(torch.nn.functional.cross_entropy(logits, targets).item(), rel=1e-6)
-
-
-def _ddp_eval_rank(rank: int, world: int, port: int, out_path: str | None = None):
-    """One rank's part: rank 0 sees 2 samples (both right), rank 1 sees 3 (one right); loss 1 (w 1) and 2 (w 2)."""
-    from datetime import timedelta
-
-    import torch.distributed as dist
-
-    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=timedelta(seconds=60))
-    try:
-        acc = EvalAccumulator()
-        if rank == 0:
-            acc.add(torch.tensor([[5.0, 0.0], [0.0, 5.0]]), torch.tensor([0, 1]))
-        else:
-            acc.add(torch.tensor([[5.0, 0.0], [5.0, 0.0], [5.0, 0.0]]), torch.tensor([0, 1, 1]))
-        loss = RunningMean()
-        loss.add(torch.tensor(float(rank + 1)), weight=rank + 1)
-        result = (acc.compute()["val/top1"], loss.compute(all_ranks=True))
-        dist.barrier()
-    finally:
-        dist.destroy_process_group()
-    if out_path is not None:
-        torch.save(result, out_path)
-    return result
-
-
-def test_eval_accumulator_and_running_mean_all_reduce_over_ranks(tmp_path):
-    import socket
-
-    import torch.multiprocessing as mp
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    # rank 1 in a spawned process, rank 0 here: one fresh interpreter instead of two (importing torch is slow)
-    child = mp.get_context("spawn").Process(target=_ddp_eval_rank, args=(1, 2, port, str(tmp_path / "r1.pt")))
-    child.start()
-    try:
-        got = {0: _ddp_eval_rank(0, 2, port)}
-    finally:
-        child.join(timeout=120)
-    assert child.exitcode == 0
-    got[1] = torch.load(tmp_path / "r1.pt", weights_only=True)
-    for rank in (0, 1):
-        top1, mean_loss = got[rank]
-        assert top1 == pytest.approx(100 * 3 / 5)
-        assert mean_loss == pytest.approx((1 * 1 + 2 * 2) / 3)
-
-
-# ------------------------------------------------------------------------------------------------ loss, speed
-def test_running_mean_weighted_reset_and_nonfinite():
-    m = RunningMean()
-    assert math.isnan(m.compute())
-    m.add(torch.tensor(2.0))
-    m.add(torch.tensor(5.0), weight=2)
-    m.add(1.0)
-    assert m.compute() == pytest.approx((2 + 10 + 1) / 4) and m.count == 4
-    m.reset()
-    m.add(torch.tensor(3.0))
-    assert m.compute() == 3.0
-    m.add(torch.tensor(float("nan")))
-    m.add(torch.tensor(1.0))
-    assert not math.isfinite(m.compute())  # a diverged step stays visible at the log step
-
-
-class _Clock:
-    def __init__(self):
-        self.t = 100.0
-
-    def __call__(self):
-        return self.t
-
-
-def test_throughput_excludes_warmup_and_paused_time(monkeypatch):
-    clock = _Clock()
-    monkeypatch.setattr(metrics.time, "perf_counter", clock)
-    meter = Throughput(warmup_steps=2, world_size=2)
-    for _ in range(2):  # warmup: 10 s per step, not counted
-        clock.t += 10
-        meter.add(32)
-    assert meter.rate() is None
-    for _ in range(4):  # 4 steps x 32 images in 2 s
-        clock.t += 0.5
-        meter.add(32)
-    with meter.paused():  # an evaluation: 30 s not charged
-        clock.t += 30
-    assert meter.rate() == pytest.approx(4 * 32 * 2 / 2.0)
-    clock.t += 1.0
-    meter.add(16)
-    assert meter.rate() == pytest.approx(16 * 2 / 1.0)  # a new interval after each rate()

@@ -97,13 +97,6 @@ def test_sparsity_report_counts_effective_prunable_weights_only():
     assert M.sparsity_report(model, ["6"])["global"] == 0.5
 
 
-def test_plot_layer_sparsity_writes_png(tmp_path):
-    rep = M.sparsity_report(tiny_model())
-    M.plot_layer_sparsity(rep, tmp_path / "layers.png")
-    assert (tmp_path / "layers.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-
-
-# ------------------------------------------------------------------ masks on weights, grads, optimizer state
 def test_apply_masks_to_model_and_grads():
     model = tiny_model()
     masks = {n: torch.rand(m.weight.shape) > 0.7 for n, m in M.prunable_layers(model)}

@@ -210,13 +210,3 @@ def sparsity_report(model_or_sd: nn.Module | dict[str, Tensor], layer_names: lis
     counts = [size - nz for size, nz in zip(sizes, nonzero)]
     return {"global": sum(counts) / max(1, sum(sizes)),
             "layers": {n: c / size for n, c, size in zip(weights, counts, sizes)}}
-
-
-def plot_layer_sparsity(report: dict[str, Any], path) -> None:
-    """Save a PNG bar chart of the per-layer sparsity; `report` is sparsity_report's dict (or its "layers")."""
-    from pathlib import Path
-
-    from ham.train.plots import plot_layer_sparsity as _plot
-
-    layers = report["layers"] if isinstance(report.get("layers"), dict) else report
-    _plot(dict(layers), Path(path))

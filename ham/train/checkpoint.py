@@ -12,7 +12,6 @@ Single writer per directory (rank 0).
 
 from __future__ import annotations
 
-import os
 import random
 import re
 import sys

@@ -1,28 +1,16 @@
-"""Training and evaluation metrics, built so the hot loop never waits on the device.
-
-Everything here either accumulates on the device without a host sync (RunningMean.add, EvalAccumulator.add,
-accuracy_topk) or is meant for log steps only and costs one host sync (l1_norm, sparsity, SignTracker.update,
-RunningMean.compute, EvalAccumulator.compute).
+"""Training metrics for log steps (each costs one host sync; the hot loop never waits on the device).
 
     SignTracker      sign flips since the previous log and since init (Fig. 2a); 2 bits per weight per snapshot
     l1_norm          mean |w| over the tracked weights (Fig. 4, "average L1 norm")
     sparsity         fraction of exact zeros, global and per layer
-    Throughput       images/s over the last log interval, warmup and paused sections excluded
-    RunningMean      train loss mean over the log interval (device-side sums)
-    accuracy_topk    top-k hit counts of a batch
-    EvalAccumulator  loss/top-k sums over a validation pass, all-reduced over DDP ranks
 """
 
 from __future__ import annotations
 
-import contextlib
-import math
-import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
 # --------------------------------------------------------------------------------------------------- bit packing
@@ -156,165 +144,3 @@ def sparsity(params: Mapping[str, Tensor] | Sequence[Tensor]) -> dict[str, Any]:
     zeros = torch.stack([(t.detach() == 0).sum() for t in named.values()]).tolist()
     return {"global": sum(zeros) / max(1, sum(sizes)),
             "layers": {n: z / max(1, s) for n, z, s in zip(named, zeros, sizes)}}
-
-
-# --------------------------------------------------------------------------------------------------- speed
-class Throughput:
-    """Images per second over the last log interval, from the wall clock.
-
-    `add(n)` after every step (plain Python arithmetic, no sync); `rate()` at log steps returns images/s since the
-    previous `rate()` and starts a new interval. The first `warmup_steps` steps after construction (compilation,
-    cudnn autotuning, loader start-up) are not counted: the clock starts when they end, so `rate()` returns None
-    until a counted interval exists. Wrap evaluation/checkpointing in `with meter.paused():` to exclude it.
-    On CUDA `rate()` synchronizes first, so queued kernels are charged to the interval that launched them.
-    Pass per-rank images and `world_size` to get the global rate.
-    """
-
-    def __init__(self, warmup_steps: int = 0, world_size: int = 1, device: torch.device | str | None = None):
-        self.warmup_left = int(warmup_steps)
-        self.world_size = int(world_size)
-        self.device = torch.device(device) if device is not None else None
-        self.images = 0
-        self.elapsed = 0.0
-        self._t0: float | None = None if self.warmup_left > 0 else time.perf_counter()
-
-    def _sync(self) -> None:
-        if self.device is not None and self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
-    def add(self, images: int) -> None:
-        if self.warmup_left > 0:
-            self.warmup_left -= 1
-            if self.warmup_left == 0:
-                self._sync()
-                self._t0 = time.perf_counter()
-            return
-        self.images += int(images)
-
-    def rate(self) -> float | None:
-        self._sync()
-        now = time.perf_counter()
-        if self._t0 is not None:
-            self.elapsed += now - self._t0
-            self._t0 = now
-        result = None
-        if self.images and self.elapsed > 0:
-            result = self.images * self.world_size / self.elapsed
-        if self.warmup_left == 0:
-            self.images, self.elapsed = 0, 0.0
-        return result
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        self._sync()
-        if self._t0 is not None:
-            self.elapsed += time.perf_counter() - self._t0
-        self._t0 = None
-        try:
-            yield
-        finally:
-            if self.warmup_left == 0:
-                self._t0 = time.perf_counter()
-
-
-# --------------------------------------------------------------------------------------------------- loss
-def _dist_ready() -> bool:
-    return dist.is_available() and dist.is_initialized()
-
-
-class RunningMean:
-    """Weighted mean of device scalars without a host sync per step.
-
-    `add(value, weight=1)` accumulates on the value's device; `compute()` returns the mean (one sync) and `reset()`
-    starts a new interval. A NaN/inf ever added makes the mean non-finite, so the caller can detect a diverged
-    interval with math.isfinite(compute()). `compute(all_ranks=True)` averages over DDP ranks (collective: every
-    rank must call it)."""
-
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self._sum: Tensor | None = None
-        self._weight = 0.0
-
-    @torch.no_grad()
-    def add(self, value: Tensor | float, weight: float = 1.0) -> None:
-        v = value.detach().to(torch.float64) if isinstance(value, Tensor) else torch.tensor(float(value),
-                                                                                           dtype=torch.float64)
-        self._sum = v * weight if self._sum is None else self._sum + v * weight
-        self._weight += weight
-
-    @property
-    def count(self) -> float:
-        return self._weight
-
-    def compute(self, all_ranks: bool = False) -> float:
-        if all_ranks and _dist_ready():
-            dev = self._sum.device if self._sum is not None else _collective_device()
-            t = torch.stack([self._sum if self._sum is not None else torch.zeros((), dtype=torch.float64,
-                                                                                 device=dev),
-                             torch.tensor(self._weight, dtype=torch.float64, device=dev)])
-            dist.all_reduce(t)
-            s, w = t.tolist()
-            return s / w if w else math.nan
-        if self._sum is None or not self._weight:
-            return math.nan
-        return float(self._sum.item()) / self._weight
-
-
-def _collective_device() -> torch.device:
-    if dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-# --------------------------------------------------------------------------------------------------- accuracy
-@torch.no_grad()
-def accuracy_topk(logits: Tensor, targets: Tensor, ks: Sequence[int] = (1, 5)) -> Tensor:
-    """Counts of samples whose target is among the top-k logits, one entry per k (int64 tensor, no sync).
-
-    k larger than the number of classes counts every sample. Soft/one-hot targets (mixup) use their argmax."""
-    if targets.ndim == 2:
-        targets = targets.argmax(dim=1)
-    kmax = min(max(ks), logits.shape[1])
-    top = logits.topk(kmax, dim=1).indices
-    hit = top.eq(targets[:, None])
-    return torch.stack([hit[:, : min(k, kmax)].sum() for k in ks])
-
-
-class EvalAccumulator:
-    """Sums over a validation pass -> {"val/loss", "val/top1", "val/top5"} (accuracies in percent).
-
-        acc = EvalAccumulator(device)
-        for x, y in loader: logits = model(x); acc.add(logits, y)
-        metrics = acc.compute()      # all-reduces the sums when torch.distributed is initialised
-
-    Loss is the mean cross-entropy per sample (pass `loss_sum` to use your own per-batch summed loss). Sums are
-    float64 on `device`; `add` never syncs; `compute` costs one all-reduce and one host sync. Every rank must call
-    `compute` under DDP. Samples duplicated by a padding sampler are counted twice: shard without padding for exact
-    numbers."""
-
-    def __init__(self, device: torch.device | str = "cpu", ks: Sequence[int] = (1, 5), prefix: str = "val"):
-        self.ks, self.prefix = tuple(ks), prefix
-        self.totals = torch.zeros(len(self.ks) + 2, dtype=torch.float64, device=device)  # loss, hits@k..., n
-
-    @torch.no_grad()
-    def add(self, logits: Tensor, targets: Tensor, loss_sum: Tensor | None = None) -> None:
-        logits = logits.float()
-        if loss_sum is None:
-            loss_sum = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
-        dev = self.totals.device
-        # torch.full launches a fill kernel; torch.tensor(..., device=cuda) would copy from the host and sync
-        n = torch.full((1,), float(targets.shape[0]), dtype=torch.float64, device=dev)
-        hits = accuracy_topk(logits, targets, self.ks).to(dev, torch.float64)
-        self.totals += torch.cat([loss_sum.detach().reshape(1).to(dev, torch.float64), hits, n])
-
-    def compute(self) -> dict[str, float]:
-        totals = self.totals.clone()
-        if _dist_ready():
-            dist.all_reduce(totals)
-        loss, *hits, n = totals.tolist()
-        n = max(n, 1.0)
-        out = {f"{self.prefix}/loss": loss / n}
-        out.update({f"{self.prefix}/top{k}": 100.0 * h / n for k, h in zip(self.ks, hits)})
-        return out
