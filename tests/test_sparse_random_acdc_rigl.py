@@ -13,7 +13,7 @@ from torch import nn
 import ham
 from ham.sparse import masks as M
 from ham.sparse.acdc import acdc_phase_epochs
-from ham.sparse.base import TrainSchedule
+from ham.sparse.base import TrainSchedule, sparse_update
 from ham.sparse.distributions import exact_counts, layer_densities
 from ham.sparse.registry import build_sparsifier
 from ham.sparse.rigl import drop_fraction_at
@@ -34,8 +34,8 @@ def batch(step):
 
 
 class Loop(LoopState):
-    """The trainer's order: setup -> optimizer -> attach -> per epoch on_epoch_start -> per step
-    backward, before_step, optimizer.step() if it returned True, after_step."""
+    """The trainer's order: setup -> optimizer -> attach -> per epoch on_epoch_start -> per step backward,
+    then ham.sparse.base.sparse_update (the one statement of the hook order)."""
 
     def __init__(self, name, *, init_seed=0, epochs=EPOCHS, alpha=200.0, beta=1e-3, **opts):
         self.model = tiny_model(init_seed)
@@ -54,11 +54,8 @@ class Loop(LoopState):
                 self.sp.on_epoch_start(self.step // SPE)
             x, y = batch(self.step)
             nn.functional.cross_entropy(self.model(x), y).backward()
-            if self.sp.before_step(self.step):
-                self.opt.step()
-            else:
+            if not sparse_update(self.sp, self.opt, self.step):
                 self.skipped.append(self.step)
-            self.sp.after_step(self.step)
             self.opt.zero_grad(set_to_none=True)
             if each_step:
                 each_step(self)

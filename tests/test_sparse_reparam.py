@@ -12,7 +12,7 @@ from ham import HAM
 from ham.optim.factory import build_param_groups
 from ham.sparse import masks as M
 from ham.sparse import reparam
-from ham.sparse.base import TrainSchedule
+from ham.sparse.base import TrainSchedule, sparse_update
 from ham.sparse.registry import build_sparsifier
 
 LR, WD, MOMENTUM = 0.05, 1e-3, 0.9
@@ -31,7 +31,7 @@ N_PRUNABLE = sum(m.weight.numel() for _, m in M.prunable_layers(tiny_model()))
 
 class Loop(LoopState):
     """setup -> param groups (+ overrides) -> HAM(SGD) -> attach; per epoch on_epoch_start; per step
-    backward -> before_step -> step -> after_step (the order of ham/train/loop.py)."""
+    backward -> ham.sparse.base.sparse_update (the order ham/train/loop.py uses too)."""
 
     def __init__(self, name, *, seed=0, alpha=200.0, beta=1e-3, **opts):
         self.model = tiny_model(seed)
@@ -52,9 +52,7 @@ class Loop(LoopState):
                 self.sp.on_epoch_start(epoch)
             x, y = self.data[batch]
             nn.functional.cross_entropy(self.model(x), y).backward()
-            if self.sp.before_step(self.step):
-                self.opt.step()
-            self.sp.after_step(self.step)
+            sparse_update(self.sp, self.opt, self.step)
             self.opt.zero_grad(set_to_none=True)
             self.step += 1
             if check:

@@ -63,11 +63,13 @@ def test_ham_changes_every_weight_tensor(tmp_path):
 
 def test_sigkill_at_random_step_then_resume_is_bit_exact(tmp_path):
     # every leg in a subprocess with the same thread count: CPU kernels are bit-reproducible per thread count
+    # long enough that the kill always lands mid-run (a finished run is skipped on rerun, not resumed)
+    args = [*FAST, "trainer.epochs=6"]
     ref = tmp_path / "ref"
-    assert run_subproc(FAST, ref).returncode == 0
+    assert run_subproc(args, ref).returncode == 0
     victim = tmp_path / "victim"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
-    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *FAST, f"hydra.run.dir={victim}"],
+    p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={victim}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=ROOT)
     ckpt_dir = victim / "checkpoints"
     deadline = time.time() + 120
@@ -76,7 +78,8 @@ def test_sigkill_at_random_step_then_resume_is_bit_exact(tmp_path):
     time.sleep(0.3 + torch.rand(()).item())  # a random point after the first checkpoint
     p.kill()
     p.wait()
-    p = run_subproc(FAST, victim)  # same command, same dir: resumes
+    assert not (victim / "summary.json").exists()
+    p = run_subproc(args, victim)  # same command, same dir: resumes
     assert p.returncode == 0 and "resumed from" in p.stderr, p.stderr
     a, b = final_weights(ref), final_weights(victim)
     assert a.keys() == b.keys()

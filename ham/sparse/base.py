@@ -21,7 +21,7 @@ Order in the trainer (ham/train/loop.py):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -37,6 +37,22 @@ class TrainSchedule:
     @property
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
+
+
+def sparse_update(sparsifier: "Sparsifier", optimizer: torch.optim.Optimizer, step: int,
+                  on_skip: Callable[[], None] | None = None) -> bool:
+    """One update in the hook order every loop uses (the trainer and the tests call this; it is stated only
+    here): the sparsifier sees the all-reduced gradients first (masks them; RigL may update its masks and skip
+    the update), then the optimizer steps (base step, then the hyperbolic step), then the sparsifier re-applies
+    its masks and advances its schedule. `on_skip` runs when the update is skipped, before after_step (SAM must
+    undo its ascent step before masks are re-applied). Returns whether the optimizer stepped."""
+    stepped = sparsifier.before_step(step)
+    if stepped:
+        optimizer.step()
+    elif on_skip is not None:
+        on_skip()
+    sparsifier.after_step(step)
+    return stepped
 
 
 class Sparsifier:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ham.errors import NonFiniteLoss, Preempted
+from ham.sparse.base import sparse_update
 from ham.train.distributed import DistEnv, all_agree
 from ham.train.io import atomic_torch_save, atomic_write_text
 
@@ -251,11 +252,10 @@ class Trainer:
         if self.cfg.trainer.grad_clip_norm:
             self.sparsifier.mask_gradients()  # the clipping norm must not count pruned weights' gradients
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.trainer.grad_clip_norm)
-        if self.sparsifier.before_step(self.step):
-            self.optimizer.step()  # base (or SAM second) step, then the hyperbolic step
-        elif self.sam is not None:
-            self.sam.restore()  # skipped update (e.g. RiGL mask update): undo the ascent step
-        self.sparsifier.after_step(self.step)
+        # base (or SAM second) step, then the hyperbolic step; a skipped update (a RiGL mask update) undoes SAM's
+        # ascent step
+        sparse_update(self.sparsifier, self.optimizer, self.step,
+                      on_skip=self.sam.restore if self.sam is not None else None)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
