@@ -10,7 +10,7 @@ Backends (all compute the same formula; see ham/optim/kernels for the fused ones
   "foreach"  chain of torch._foreach ops over bounded chunks (portable reference, never compiles)
   "fused"    one fused pass (Triton on CUDA; on CPU a C/OpenMP kernel over the whole list, built on first use
              and loaded through ctypes); falls back to "foreach" when the kernel cannot be built here
-  "auto"     "fused" where available, else "foreach"
+  "auto"     "fused" where available, else "foreach"; "foreach" while torch.compile traces the step
 """
 
 from __future__ import annotations
@@ -26,6 +26,11 @@ BACKENDS = ("auto", "foreach", "fused", "reference")
 # Bound on the temporary buffer of the foreach path (elements, per chunk): peak extra memory stays
 # at ~16 MiB in fp32 instead of a full copy of the model.
 _FOREACH_CHUNK_NUMEL = 1 << 22
+
+
+def _compiling() -> bool:
+    compiler = getattr(torch, "compiler", None)
+    return bool(compiler is not None and hasattr(compiler, "is_compiling") and compiler.is_compiling())
 
 
 def validate_hparams(alpha: float, beta: float, clamp: float | None) -> None:
@@ -68,6 +73,10 @@ def hyperbolic_step_(
         return
     if backend not in BACKENDS:
         raise ValueError(f"unknown HAM backend {backend!r}; allowed: {', '.join(BACKENDS)}")
+    if backend == "auto" and _compiling():
+        # Under torch.compile the foreach chain is traced (and fused by inductor) like torch's own optimizers;
+        # the ctypes/Triton launch of the fused kernels would be a graph break per call.
+        backend = "foreach"
     if backend == "reference":
         return _reference(params, grads, lr, alpha, beta, clamp, signs, beta_where_grad)
     if backend in ("auto", "fused"):

@@ -36,6 +36,13 @@ _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}  # "lib": the loaded library or None once a build failed; "error": why
 BUILD_COUNT = [0]  # compiler runs in this process (tests check that lr changes never add any)
 
+FALLBACK_WARNING = (
+    "HAM: the fused CPU kernel could not be built ({error}); using the slower foreach path (same results). "
+    "Fix: install a C compiler (Debian/Ubuntu: apt-get install gcc; Fedora: dnf install gcc; macOS: "
+    "xcode-select --install; conda: conda install -c conda-forge c-compiler) or point CC at one, e.g. CC=clang. "
+    "To silence this warning and keep the foreach path, set HAM_CPU_FUSED=never."
+)
+
 
 def _cache_dir() -> Path:
     if os.environ.get("HAM_KERNEL_CACHE"):
@@ -97,7 +104,7 @@ def _build(cc: str) -> Path:
 def _load():
     cc = _compiler()
     if cc is None:
-        raise RuntimeError("no C compiler found (set CC)")
+        raise RuntimeError("no C compiler found (tried $CC, gcc, cc, clang)")
     lib = ctypes.CDLL(str(_build(cc)))
     lib.ham_step.restype = ctypes.c_int
     lib.ham_step.argtypes = [ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p,
@@ -117,8 +124,7 @@ def library():
                     _STATE["lib"] = _load()
                 except Exception as e:  # noqa: BLE001 -- any build/load failure means: use the portable path
                     _STATE["lib"], _STATE["error"] = None, f"{type(e).__name__}: {e}"
-                    warnings.warn(f"HAM: fused CPU kernel unavailable, using the foreach path ({_STATE['error']})",
-                                  RuntimeWarning, stacklevel=3)
+                    warnings.warn(FALLBACK_WARNING.format(error=_STATE["error"]), RuntimeWarning, stacklevel=3)
     return _STATE["lib"]
 
 
