@@ -252,7 +252,9 @@ class AcDcSparsifier(SparsifierConfig):
 class RigLSparsifier(SparsifierConfig):
     name: str = opt("rigl", choices=("rigl",))
     distribution: str = opt("erk", choices=DISTRIBUTIONS)
-    delta_t: int = opt(100, ge=1, doc="steps between mask updates")
+    delta_t: int = opt(100, ge=1, doc="steps between mask updates (at delta_t_batch, if set)")
+    delta_t_batch: Optional[int] = opt(4096, ge=1, doc="global batch delta_t is counted at; null: this run's")
+    min_updates: int = opt(10, ge=0, doc="short runs: delta_t capped so that at least this many updates run")
     drop_fraction: float = opt(0.3, gt=0, le=1)
     end_fraction: float = opt(0.75, gt=0, le=1)
     seed: int = opt(0, ge=0)
@@ -264,6 +266,17 @@ class STRSparsifier(SparsifierConfig):
     s_init: float = opt(-5.0)
     threshold_weight_decay: Optional[float] = opt(None, ge=0, doc="null: the optimizer's weight decay")
     exact_target: bool = opt(True, doc="final projection to exactly `sparsity`")
+    mode: str = opt("budget", choices=("budget", "reference"),
+                    doc="budget: a controller holds a rising sparsity budget; reference: s_init + decay only")
+    budget_start_fraction: float = opt(0.0, ge=0, lt=1)
+    budget_end_fraction: float = opt(0.75, gt=0, le=1, doc="the budget reaches `sparsity` here")
+    budget_every: int = opt(10, ge=1, doc="steps between controller updates")
+
+    @classmethod
+    def cross_check(cls, node, root, path):
+        if node.budget_start_fraction >= node.budget_end_fraction:
+            raise ConfigError(f"{path}.budget_start_fraction={node.budget_start_fraction} is not allowed; it must "
+                              f"be below {path}.budget_end_fraction={node.budget_end_fraction}")
 
 
 @dataclass
@@ -279,8 +292,7 @@ class SignInSparsifier(SparsifierConfig):
     @classmethod
     def cross_check(cls, node, root, path):
         source_cls = SPARSIFIER_SCHEMAS[node.mask_source]
-        shared = {"name", "sparsity", "keep_first_dense", "keep_last_dense"}
-        allowed = [f.name for f in dataclasses.fields(source_cls) if f.name not in shared]
+        allowed = [f.name for f in dataclasses.fields(source_cls) if f.name not in SHARED_SPARSIFIER_KEYS]
         for key in node.source:
             if key not in allowed:
                 raise ConfigError(f"{path}.source.{key} is not an option of mask_source={node.mask_source}; "
@@ -290,6 +302,15 @@ class SignInSparsifier(SparsifierConfig):
         except Exception as e:  # noqa: BLE001 -- an OmegaConf type error; say which key
             raise ConfigError(f"{path}.source: {_one_line(e)}") from None
         check_node(typed, root, f"{path}.source")
+
+
+SHARED_SPARSIFIER_KEYS = ("name", "sparsity", "keep_first_dense", "keep_last_dense")
+
+
+def source_defaults(mask_source: str) -> dict[str, Any]:
+    """A Sign-In mask source's own options at their config defaults (so RiGL+Sign-In updates like RiGL)."""
+    return {f.name: f.default for f in dataclasses.fields(SPARSIFIER_SCHEMAS[mask_source])
+            if f.name not in SHARED_SPARSIFIER_KEYS and f.default is not dataclasses.MISSING}
 
 
 @dataclass

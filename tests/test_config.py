@@ -28,7 +28,7 @@ def test_every_preset_composes_with_every_group_option(experiment):
     for group in SWAPPABLE:
         for option in group_options(group):
             overrides = [f"experiment={experiment}", f"{group}={option}"]
-            if experiment == "imagenet_deit_small" and group == "dataset" and option != "imagenet":
+            if experiment == "imagenet_deit_small_full" and group == "dataset" and option != "imagenet":
                 # the preset's RandAugment/random-erasing options exist only for ImageNet
                 with pytest.raises(ConfigError, match=f"dataset.options.auto_augment is not a config key; keys of "
                                                       f"dataset.options: {'in_chans' if option == 'synthetic' else ''}"):

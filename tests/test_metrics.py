@@ -32,14 +32,35 @@ def test_popcount_of_all_ones_uses_the_sign_bit_correctly():
 def test_sign_tracker_counts_strict_flips_only():
     w = torch.tensor([1.0, -1.0, 2.0, 0.5, -0.3, 0.0])
     t = SignTracker([w])
-    # idx 0: + -> - (flip); idx 4: - -> + (flip); idx 2: + -> 0 (not a flip); idx 5: 0 -> + (not a flip)
+    # idx 0: + -> - (flip); idx 4: - -> + (flip); idx 2: + -> 0 (not a flip); idx 5: 0 -> + (not a flip).
+    # Denominator: the weights that can flip, non-zero before AND now (idx 0, 1, 3, 4): a pruned one never counts
     w.copy_(torch.tensor([-1.0, -1.0, 0.0, 0.5, 0.3, 1.0]))
-    assert t.update() == {"train/sign_flips": 2 / 6, "train/sign_flips_init": 2 / 6}
+    assert t.update() == {"train/sign_flips": 2 / 4, "train/sign_flips_init": 2 / 4}
     # idx 0 flips back (a flip since the last log, but equal to its init sign); idx 2: 0 -> - (not a flip since
-    # the last log, which saw 0, but a flip against its initial +)
+    # the last log, which saw 0, but a flip against its initial +); can flip: 5 of 6 either way
     w.copy_(torch.tensor([1.0, -1.0, -3.0, 0.5, 0.3, 1.0]))
-    assert t.update() == {"train/sign_flips": 1 / 6, "train/sign_flips_init": 2 / 6}
-    assert t.update() == {"train/sign_flips": 0.0, "train/sign_flips_init": 2 / 6}  # nothing changed
+    assert t.update() == {"train/sign_flips": 1 / 5, "train/sign_flips_init": 2 / 5}
+    assert t.update() == {"train/sign_flips": 0.0, "train/sign_flips_init": 2 / 5}  # nothing changed
+
+
+def test_a_pruned_weight_never_counts_and_rates_compare_across_sparsities():
+    dense = torch.tensor([1.0, -1.0, 1.0, -1.0])
+    sparse = torch.tensor([1.0, -1.0, 0.0, 0.0])  # half pruned, and stays pruned
+    td, ts = SignTracker([dense]), SignTracker([sparse])
+    dense.copy_(torch.tensor([-1.0, -1.0, -1.0, -1.0]))   # 2 of 4 live weights flip
+    sparse.copy_(torch.tensor([-1.0, -1.0, 0.0, 0.0]))     # 1 of 2 live weights flips
+    assert td.update()["train/sign_flips"] == ts.update()["train/sign_flips"] == 0.5
+
+
+def test_theta_flip_counts_when_m_times_w_changes_sign():
+    m, w = torch.tensor([1.0, 2.0, -1.0]), torch.tensor([1.0, 1.0, 1.0])
+    t = SignTracker(lambda: [m * w])  # the effective weight, recomputed at every update
+    w.copy_(torch.tensor([1.0, -0.5, 1.0]))    # theta[1]: 2 -> -1 (flip); theta[2] stays -1
+    m.copy_(torch.tensor([-1.0, 2.0, -1.0]))   # theta[0]: 1 -> -1 (flip, through m alone)
+    assert t.update() == {"train/sign_flips": 2 / 3, "train/sign_flips_init": 2 / 3}
+    w.copy_(torch.tensor([-1.0, -0.5, -1.0]))  # m and w both negative: theta[0] = 1 (flips back), theta[2] = 1
+    m.copy_(torch.tensor([-1.0, 2.0, -1.0]))
+    assert t.update()["train/sign_flips"] == 2 / 3
 
 
 def test_sign_tracker_over_several_tensors_matches_brute_force():
@@ -52,9 +73,10 @@ def test_sign_tracker_over_several_tensors_matches_brute_force():
         for p in params:
             p.add_(0.7 * torch.randn(p.shape, generator=g))
             p[torch.rand(p.shape, generator=g) < 0.1] = 0.0  # some pruned
-        n = sum(p.numel() for p in params)
-        want_prev = sum(((torch.sign(p) * s) < 0).sum().item() for p, s in zip(params, prev)) / n
-        want_init = sum(((torch.sign(p) * s) < 0).sum().item() for p, s in zip(params, init)) / n
+        can_prev = sum(((torch.sign(p) * s) != 0).sum().item() for p, s in zip(params, prev))
+        can_init = sum(((torch.sign(p) * s) != 0).sum().item() for p, s in zip(params, init))
+        want_prev = sum(((torch.sign(p) * s) < 0).sum().item() for p, s in zip(params, prev)) / can_prev
+        want_init = sum(((torch.sign(p) * s) < 0).sum().item() for p, s in zip(params, init)) / can_init
         got = t.update()
         assert got["train/sign_flips"] == want_prev and got["train/sign_flips_init"] == want_init
         assert 0 < want_prev < 1
@@ -93,7 +115,7 @@ def test_sign_tracker_loads_old_int8_checkpoints():
            "prev": [torch.tensor([1, -1, 1, 0], dtype=torch.int8)]}
     t = SignTracker([w])
     t.load_state_dict(old)
-    assert t.update() == {"train/sign_flips": 0.0, "train/sign_flips_init": 2 / 4}
+    assert t.update() == {"train/sign_flips": 0.0, "train/sign_flips_init": 2 / 3}  # idx 3 is 0: cannot flip
 
 
 def test_sign_tracker_rejects_state_of_other_parameters():

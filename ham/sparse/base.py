@@ -29,10 +29,11 @@ from torch import nn
 
 @dataclass(frozen=True)
 class TrainSchedule:
-    """What a sparsifier may know about the run's length."""
+    """What a sparsifier may know about the run's length (and its global batch; 0 = not given)."""
 
     epochs: int
     steps_per_epoch: int
+    global_batch_size: int = 0
 
     @property
     def total_steps(self) -> int:
@@ -106,6 +107,16 @@ class Sparsifier:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def tracked_weights(self, managed: list[torch.Tensor]) -> list[torch.Tensor]:
+        """The effective weights the metrics (sign flips, L1) follow: what the model computes with. `managed` is
+        the optimizer's HAM-managed tensors; reparameterising sparsifiers replace their layers' trainable
+        originals by the effective `module.weight` (masked W is already effective: the default keeps it)."""
+        return managed
+
+    def changes_model_at_end(self) -> bool:
+        """Whether on_train_end will change the model (the trainer then also reports the model before it)."""
+        return False
 
     def on_train_end(self) -> bool:
         """Last word before the final evaluation and export (STR projects to its exact target). Returns True

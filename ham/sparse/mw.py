@@ -57,6 +57,9 @@ class MW(Sparsifier):
             reparam.add_product_weight_decay_grad_(module, self.product_weight_decay)
         return True
 
+    def tracked_weights(self, managed: list[Tensor]) -> list[Tensor]:
+        return reparam.effective_tracked_weights(self.layers, managed)
+
     def export_state_dict(self, model: nn.Module) -> dict[str, Tensor]:
         """Effective weights m * w under the original keys (the live model stays intact)."""
         return reparam.folded_state_dict(model)

@@ -143,3 +143,15 @@ def folded_state_dict(model: nn.Module) -> dict[str, Tensor]:
         elif folded[hit][0] not in out:
             out[folded[hit][0]] = folded[hit][1].detach().clone().cpu()
     return out
+
+
+def effective_tracked_weights(layers: dict[str, nn.Module], managed: list[Tensor]) -> list[Tensor]:
+    """Sparsifier.tracked_weights for parametrized layers: their effective weights (computed now, detached)
+    followed by every managed tensor that is not one of their trainable originals."""
+    from torch.nn.utils import parametrize
+
+    originals = {id(m.parametrizations.weight.original) for m in layers.values()
+                 if parametrize.is_parametrized(m, "weight")}
+    with torch.no_grad():
+        effective = [m.weight.detach() for m in layers.values()]
+    return [*effective, *[p for p in managed if id(p) not in originals]]

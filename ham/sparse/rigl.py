@@ -50,10 +50,16 @@ class RigL(MaskedSparsifier):
 
     def __init__(self, sparsity: float = 0.9, distribution: str = "erk", delta_t: int = 100,
                  drop_fraction: float = 0.3, end_fraction: float = 0.75, seed: int = 0,
-                 keep_first_dense: bool = False, keep_last_dense: bool = False):
+                 keep_first_dense: bool = False, keep_last_dense: bool = False, delta_t_batch: int | None = None,
+                 min_updates: int = 0):
         super().__init__(sparsity, keep_first_dense, keep_last_dense)
         if not isinstance(delta_t, int) or isinstance(delta_t, bool) or delta_t < 1:
             raise ValueError(f"delta_t={delta_t!r} is not allowed; it must be an integer >= 1")
+        if delta_t_batch is not None and int(delta_t_batch) < 1:
+            raise ValueError(f"delta_t_batch={delta_t_batch!r} is not allowed; use null or an integer >= 1")
+        if int(min_updates) < 0:
+            raise ValueError(f"min_updates={min_updates!r} is not allowed; it must be >= 0")
+        self.delta_t_config, self.delta_t_batch, self.min_updates = int(delta_t), delta_t_batch, int(min_updates)
         for key, v in (("drop_fraction", drop_fraction), ("end_fraction", end_fraction)):
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not 0 < v <= 1:
                 raise ValueError(f"{key}={v!r} is not allowed; it must be a number in (0, 1]")
@@ -66,8 +72,20 @@ class RigL(MaskedSparsifier):
     def setup(self, model, schedule) -> None:
         super().setup(model, schedule)
         self.t_end = max(1, int(self.end_fraction * schedule.total_steps))
+        self.delta_t = self.effective_delta_t(schedule)
         device = next(iter(self.weights().values())).device
         self.set_masks(random_masks(self.shapes(), self.sparsity, self.distribution, self.seed, device))
+
+    def effective_delta_t(self, schedule) -> int:
+        """delta_t in this run's steps. With delta_t_batch set, delta_t counts steps at that global batch and is
+        scaled to this run's (reference: 100 steps at batch 4096 -> 400 at 1024: the same ~234 updates in a
+        100-epoch ImageNet run); min_updates then caps it so a short run still gets that many updates."""
+        dt = self.delta_t_config
+        if self.delta_t_batch and schedule.global_batch_size:
+            dt = max(1, round(dt * int(self.delta_t_batch) / schedule.global_batch_size))
+        if self.min_updates:
+            dt = max(1, min(dt, (self.t_end - 1) // self.min_updates))
+        return dt
 
     def is_update_step(self, step: int) -> bool:
         return step > 0 and step % self.delta_t == 0 and step < self.t_end
@@ -108,7 +126,8 @@ class RigL(MaskedSparsifier):
 
     def report(self) -> dict[str, Any]:
         """For summary.json: the update schedule and how many updates ran."""
-        return {"delta_t": self.delta_t, "t_end": self.t_end, "drop_fraction": self.drop_fraction,
+        return {"delta_t": self.delta_t, "delta_t_config": self.delta_t_config, "delta_t_batch": self.delta_t_batch,
+                "t_end": self.t_end, "drop_fraction": self.drop_fraction,
                 "distribution": self.distribution, "n_updates": self.n_updates}
 
     def state_dict(self) -> dict[str, Any]:

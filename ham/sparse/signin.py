@@ -143,6 +143,9 @@ class SignIn(Sparsifier):
             m = reparam.factors(module)[0]
             M.mask_optimizer_state_(self.optimizer, m, ~zero)
 
+    def tracked_weights(self, managed: list[Tensor]) -> list[Tensor]:
+        return reparam.effective_tracked_weights(self.layers, managed)
+
     def export_state_dict(self, model: nn.Module) -> dict[str, Tensor]:
         """Effective weights under the original keys (parametrizations folded; the live model stays intact)."""
         return reparam.folded_state_dict(model)

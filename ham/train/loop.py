@@ -74,9 +74,14 @@ class Trainer:
         self.model = model
 
         sp_opts = {k: v for k, v in OmegaConf.to_container(cfg.sparsifier, resolve=True).items() if k != "name"}
-        sp_opts.update(sp_opts.pop("source", None) or {})  # Sign-In: its mask source's own options
+        source = sp_opts.pop("source", None)
+        if source is not None:  # Sign-In: its mask source with that source's config defaults, then `source`
+            from ham.schema import source_defaults
+
+            sp_opts = {**source_defaults(sp_opts["mask_source"]), **sp_opts, **source}
         self.sparsifier = build_sparsifier(cfg.sparsifier.name, **sp_opts)
-        self.sparsifier.setup(model, TrainSchedule(epochs=t.epochs, steps_per_epoch=self.steps_per_epoch))
+        self.sparsifier.setup(model, TrainSchedule(epochs=t.epochs, steps_per_epoch=self.steps_per_epoch,
+                                                         global_batch_size=t.global_batch_size))
 
         opt_cfg = OmegaConf.to_container(cfg.optimizer, resolve=True)
         self.optimizer = build_optimizer(model, opt_cfg, OmegaConf.to_container(cfg.ham, resolve=True),
@@ -103,7 +108,9 @@ class Trainer:
 
         from ham.train.metrics import SignTracker
 
-        self.tracked = self.optimizer.managed_params()
+        # metrics follow the effective weights (masked W, STR's thresholded W, theta = m * w)
+        managed = self.optimizer.managed_params()
+        self.tracked = lambda: self.sparsifier.tracked_weights(managed)
         self.sign_tracker = SignTracker(self.tracked)
         self.step = 0
         self.epoch = 0
@@ -287,7 +294,7 @@ class Trainer:
         imgs = self._interval_images * self.env.world_size / elapsed
         row = {"step": self.step, "epoch": self.step / self.steps_per_epoch, "train/loss": loss,
                "lr": self.optimizer.param_groups[0]["lr"], "train/images_per_s": imgs,
-               "train/l1_norm": l1_norm(self.tracked)}
+               "train/l1_norm": l1_norm(self.tracked())}
         row.update(self.sign_tracker.update())
         row["sparsity"] = self._sparsity()["global"]
         self._reset_interval()
@@ -400,10 +407,14 @@ class Trainer:
                 dist.broadcast(b, src=0)
         # the sparsifier's last word first (STR projects to the exact target), so the final evaluation, the
         # summary and model_final.pt all describe the same model
-        changed = self.sparsifier.on_train_end()
         last = self.history.get("last_eval", {})
-        if last.get("step") == self.step and not changed:  # the epoch boundary just evaluated this model
-            val = {k: v for k, v in last.items() if k != "step"}
+        evaluated = {k: v for k, v in last.items() if k != "step"} if last.get("step") == self.step else None
+        before = None
+        if self.sparsifier.changes_model_at_end():  # e.g. STR's projection: report the model before it too
+            before = {**(evaluated or self.evaluate()), "sparsity": self._sparsity()["global"]}
+        changed = self.sparsifier.on_train_end()
+        if evaluated is not None and not changed:  # the epoch boundary just evaluated this model
+            val = evaluated
         else:
             val = self._eval_and_log()
         self.save_checkpoint()
@@ -420,6 +431,8 @@ class Trainer:
         extra = self.sparsifier.report()
         if extra is not None:
             summary["sparsifier"] = extra
+        if before is not None:
+            summary["before_train_end"] = before  # metrics of the model before the sparsifier's last word
         if self.env.is_main:
             exported = self.sparsifier.export_state_dict(self.model)
             atomic_torch_save(exported, self.run_dir / "model_final.pt")

@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -52,9 +52,10 @@ class SignTracker:
     """Fraction of weights whose sign flipped since the previous `update()` and since initialisation.
 
     Flip definition: sign(before) * sign(now) < 0, i.e. + -> - or - -> +. A weight that becomes exactly zero
-    (pruning, underflow) or comes back from zero is NOT a flip; a weight going + -> 0 -> - across two logs is
-    therefore not a flip against the previous log but is one against init. Fractions are over ALL tracked weights,
-    zeros included (so pruning lowers the attainable flip fraction rather than renormalising it).
+    (pruning, underflow) or comes back from zero is NOT a flip. Rates are normalised by the weights that CAN flip:
+    non-zero both in the reference snapshot and now (a pruned weight never counts, in the numerator or the
+    denominator), so rates are comparable across sparsities. The weights are the EFFECTIVE ones the model computes
+    with (`weights` may be a callable returning them at each call: masked W, STR's thresholded W, theta = m * w).
 
     Memory: each snapshot (init, previous log) is two packed bit planes = 2 bits = 0.25 byte per weight;
     0.5 byte per weight for both, on the weights' device. Work happens only in `update()` (call it at log steps):
@@ -62,19 +63,21 @@ class SignTracker:
     Under DDP the weights are identical on every rank, so no communication is needed.
     """
 
-    def __init__(self, params: Sequence[Tensor]):
-        self.params = list(params)
-        self.numel = sum(p.numel() for p in self.params)
-        self.device = self.params[0].device if self.params else torch.device("cpu")
-        self.init = self._snapshot()  # (pos_plane, neg_plane)
+    def __init__(self, weights: Callable[[], Sequence[Tensor]] | Sequence[Tensor]):
+        self.weights = weights if callable(weights) else (lambda fixed=list(weights): fixed)
+        params = list(self.weights())
+        self.numels = [p.numel() for p in params]
+        self.numel = sum(self.numels)
+        self.device = params[0].device if params else torch.device("cpu")
+        self.init = self._snapshot(params)  # (pos_plane, neg_plane)
         self.prev = (self.init[0].clone(), self.init[1].clone())
 
     @torch.no_grad()
-    def _snapshot(self) -> tuple[Tensor, Tensor]:
-        if not self.params:
+    def _snapshot(self, params: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        if not params:
             return torch.zeros(0, dtype=torch.uint8), torch.zeros(0, dtype=torch.uint8)
-        pos = torch.cat([_pack_bits(p.detach() > 0).to(self.device) for p in self.params])
-        neg = torch.cat([_pack_bits(p.detach() < 0).to(self.device) for p in self.params])
+        pos = torch.cat([_pack_bits(p.detach() > 0).to(self.device) for p in params])
+        neg = torch.cat([_pack_bits(p.detach() < 0).to(self.device) for p in params])
         return pos, neg
 
     def snapshot_nbytes(self) -> int:
@@ -85,26 +88,30 @@ class SignTracker:
     def update(self) -> dict[str, float]:
         if not self.numel:
             return {"train/sign_flips": 0.0, "train/sign_flips_init": 0.0}
-        pos, neg = self._snapshot()
+        pos, neg = self._snapshot(list(self.weights()))
+        nonzero = pos | neg
         counts = torch.stack([
             _popcount((self.prev[0] & neg) | (self.prev[1] & pos)),
+            _popcount((self.prev[0] | self.prev[1]) & nonzero),
             _popcount((self.init[0] & neg) | (self.init[1] & pos)),
+            _popcount((self.init[0] | self.init[1]) & nonzero),
         ]).tolist()
         self.prev = (pos, neg)
-        return {"train/sign_flips": counts[0] / self.numel, "train/sign_flips_init": counts[1] / self.numel}
+        return {"train/sign_flips": counts[0] / max(1, counts[1]),
+                "train/sign_flips_init": counts[2] / max(1, counts[3])}
 
     def state_dict(self) -> dict[str, Any]:
         """CPU uint8 tensors and a list of ints: loads with torch.load(weights_only=True)."""
-        return {"numels": [p.numel() for p in self.params], "init_pos": self.init[0].cpu(),
+        return {"numels": list(self.numels), "init_pos": self.init[0].cpu(),
                 "init_neg": self.init[1].cpu(), "prev_pos": self.prev[0].cpu(), "prev_neg": self.prev[1].cpu()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if "init" in state:  # older checkpoints: one int8 sign tensor per parameter, two lists
             state = self._from_int8_lists(state)
         numels = [int(n) for n in state["numels"]]
-        if numels != [p.numel() for p in self.params]:  # packed planes are laid out tensor by tensor
+        if numels != self.numels:  # packed planes are laid out tensor by tensor
             raise ValueError(f"sign tracker state covers {len(numels)} tensors / {sum(numels)} weights; this "
-                             f"tracker tracks {len(self.params)} / {self.numel} (different model or HAM "
+                             f"tracker tracks {len(self.numels)} / {self.numel} (different model or HAM "
                              f"parameter selection?)")
         self.init = (state["init_pos"].to(self.device, torch.uint8), state["init_neg"].to(self.device, torch.uint8))
         self.prev = (state["prev_pos"].to(self.device, torch.uint8), state["prev_neg"].to(self.device, torch.uint8))
