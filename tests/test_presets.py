@@ -104,3 +104,18 @@ def test_metrics_follow_the_effective_weights(tmp_path):
     want = sum(float(v.abs().sum()) for v in eff) / sum(v.numel() for v in eff)
     assert last["train/l1_norm"] == pytest.approx(want, rel=0.05)
     assert 0 <= last["train/sign_flips"] <= 1
+
+
+def test_fig4_l1_curves_from_two_run_dirs_in_one_command(tmp_path):
+    import subprocess
+    import sys
+
+    for name, ham in (("ham", []), ("base", ["ham=off"])):
+        assert main([*QUICK, "trainer.epochs=1", *ham, f"hydra.run.dir={tmp_path / name}"]) == 0
+    out = tmp_path / "l1.png"
+    p = subprocess.run([sys.executable, "-m", "ham.train.plots", str(tmp_path / "ham"), str(tmp_path / "base"),
+                        "--labels", "HAM", "baseline", "--out", str(out)], capture_output=True, text=True)
+    assert p.returncode == 0 and out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", p.stderr
+    p = subprocess.run([sys.executable, "-m", "ham.train.plots", str(tmp_path / "nope")], capture_output=True,
+                       text=True)
+    assert p.returncode == 2 and "no metrics.jsonl" in p.stderr

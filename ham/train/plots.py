@@ -2,7 +2,9 @@
 
     plot_curves          one run's metrics.jsonl -> a grid of panels (loss, val top-1, L1, sign flips, sparsity, lr)
     plot_layer_sparsity  bar chart of per-layer sparsity
-    compare_runs         one metric of several runs on one axis (sweeps)
+    compare_runs         one metric of several runs on one axis (sweeps; the paper's Fig. 4/5 L1 curves)
+
+    python -m ham.train.plots RUN_DIR RUN_DIR [...] [--key train/l1_norm] [--labels A B] [--out l1.png]
 
 Every function returns True when it wrote a file and False when there was nothing to draw (it then writes nothing).
 """
@@ -118,3 +120,35 @@ def compare_runs(run_dirs: Sequence[str | Path], out_png: str | Path, key: str =
     fig.savefig(out_png, dpi=110)
     plt.close(fig)
     return True
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """One metric of several run directories on one axis, e.g. Fig. 4/5: L1 over training, HAM vs baseline vs
+    SAM (`python -m ham.train.plots runs/a runs/b runs/c --key train/l1_norm --labels HAM baseline SAM`)."""
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(prog="python -m ham.train.plots", description=main.__doc__)
+    ap.add_argument("run_dirs", nargs="+", type=Path)
+    ap.add_argument("--key", default="train/l1_norm", help="a metrics.jsonl key (default: train/l1_norm)")
+    ap.add_argument("--labels", nargs="+", help="one per run directory (default: the directory names)")
+    ap.add_argument("--out", type=Path, default=Path("compare.png"))
+    args = ap.parse_args(argv)
+    missing = [str(d) for d in args.run_dirs if not (d / "metrics.jsonl").is_file()]
+    if missing:
+        print(f"error: no metrics.jsonl in {', '.join(missing)} (a train.py run directory is expected)",
+              file=sys.stderr)
+        return 2
+    if args.labels and len(args.labels) != len(args.run_dirs):
+        print(f"error: --labels has {len(args.labels)} names for {len(args.run_dirs)} run directories",
+              file=sys.stderr)
+        return 2
+    if not compare_runs(args.run_dirs, args.out, key=args.key, labels=args.labels):
+        print(f"error: no run has {args.key!r} in its metrics.jsonl", file=sys.stderr)
+        return 2
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
