@@ -4,6 +4,7 @@
     python sweep.py experiment=quickstart --alpha 0 100 200 --beta 0 1e-3 --seeds 0 1
     python sweep.py --table table2 --seeds 0 1 2 --launcher slurm --partition gpu --gpus-per-node 4
     python sweep.py --search ham_optuna experiment=quickstart --trials 20     # configs/hparams_search/
+    python sweep.py --table proxy --seeds 0 1 2 3 4 --report-dir results/proxy   # the CPU proxy study (~20 min)
     python sweep.py --collect runs/sweeps/<name>          # table (results.md, runs.csv) + grid.png
 
 Positional arguments are train.py overrides shared by every job. Each block of jobs is one
@@ -26,7 +27,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--beta", type=float, nargs="+", default=[0.0, 1e-3])
     p.add_argument("--seeds", type=int, nargs="+", default=[0])
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--table", choices=["table2", "table3", "table7", "table8"],
+    what.add_argument("--table", choices=["table2", "table3", "table7", "table8", "proxy"],
                       help="run one of the paper's tables instead of an alpha/beta grid")
     what.add_argument("--search", metavar="NAME", help="a configs/hparams_search/NAME.yaml search (e.g. ham_optuna)")
     p.add_argument("--trials", type=int, help="--search: number of trials (default: the search config's)")
@@ -44,6 +45,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--dry-run", action="store_true", help="check every job, print the commands and exit")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="only collect results of an existing sweep")
     p.add_argument("--metric", default="val/top1")
+    p.add_argument("--report-dir", type=Path, help="also copy results.md, runs.csv and plots here "
+                                                   "(e.g. results/proxy)")
     return p.parse_intermixed_args(argv)
 
 
@@ -58,6 +61,7 @@ def main(argv: list[str]) -> int:
             print(f"error: {d} is not a sweep directory (no sweep.json)", file=sys.stderr)
             return 2
         print(sweep.write_reports(d, args.metric))
+        sweep.copy_reports(d, args.report_dir)
         return 0
     extra = list(args.overrides)
     how = sweep.Launch(launcher=args.launcher, nproc=args.nproc, partition=args.partition, account=args.account,
@@ -91,6 +95,7 @@ def main(argv: list[str]) -> int:
     print(f"sweep {name}: {n} jobs in {len(blocks)} multirun(s) in {sweep_dir}", flush=True)
     codes = sweep.launch(blocks, sweep_dir, launch_extra, how)
     print(sweep.write_reports(sweep_dir, args.metric))
+    sweep.copy_reports(sweep_dir, args.report_dir)
     failed = [c for c in codes if c != 0]
     if failed:
         print(f"error: {len(failed)} of {len(codes)} multirun(s) ended with a failed job (exit codes {codes}); "

@@ -24,7 +24,7 @@ from typing import Any, Iterable
 from ham.config import REPO_ROOT
 
 PAPER_REFERENCE = REPO_ROOT / "results" / "paper_reference.json"
-TABLES = ("table2", "table3", "table7", "table8")
+TABLES = ("table2", "table3", "table7", "table8", "proxy")
 
 
 def fmt(v: Any) -> str:
@@ -69,11 +69,16 @@ def table_blocks(table: str, seeds: Iterable[int]) -> list[Block]:
                        sp, "ham=off", s])]
     if table == "table8":
         return [Block(["experiment=imagenet_deit_small", "ham=off,default", s])]
+    if table == "proxy":  # CPU-scale study: dense and every sparsifier at 95 %, HAM on/off, paired by seed
+        return [Block(["experiment=proxy_digits", "sparsifier=dense", "ham=off,quickstart", s]),
+                Block(["experiment=proxy_digits", "sparsifier=random,acdc,rigl,str,signin",
+                       "sparsifier.sparsity=0.95", "ham=off,quickstart", s])]
     raise ValueError(f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
 
 
 # ---------------------------------------------------------------- cells of the paper's tables
 _SPARSE_LABEL = {"random": "Random", "acdc": "AC/DC", "rigl": "RiGL", "str": "STR"}
+_PROXY_LABEL = {**_SPARSE_LABEL, "signin": "Sign-In"}
 
 
 def _ham_cell(alpha: float, beta: float, beta_on: str) -> str:
@@ -99,6 +104,10 @@ def cell_of(table: str | None, cfg: dict[str, Any]) -> tuple[str, str]:
         return row, f"s={fmt(sp['sparsity'])}"
     if table == "table8":
         return "ImageNet+DeiT Small", "AdamW + HAM" if ham_on else "AdamW"
+    if table == "proxy":
+        sp = cfg["sparsifier"]
+        row = "Dense" if sp["name"] == "dense" else f"{_PROXY_LABEL[sp['name']]} s={fmt(sp['sparsity'])}"
+        return row, "HAM" if ham_on else "baseline"
     return fmt(alpha), fmt(beta)
 
 
@@ -244,11 +253,89 @@ def write_reports(sweep_dir: Path, metric: str = "val/top1") -> str:
         lines.append(f"\n{done} of {expected} runs finished" + (f"; unfinished: {', '.join(unfinished[:5])}"
                                                                  + (" ..." if len(unfinished) > 5 else "")
                                                                  if unfinished else ""))
+    if table == "proxy":
+        lines += ["", *paired_table(rows, metric)]
     text = "\n".join(lines)
     (sweep_dir / "results.md").write_text(text + "\n")
     if not table and agg:
         plot_alpha_beta(agg, sweep_dir / "grid.png", metric)
+    if table == "proxy" and agg:
+        plot_paired(rows, sweep_dir / "proxy.png", metric)
     return text
+
+
+def paired_differences(rows: list[dict[str, Any]], metric: str) -> dict[str, list[tuple[int, float, float]]]:
+    """row -> [(seed, baseline, HAM)] for the seeds that have both runs finished."""
+    by: dict[tuple[str, int], dict[str, float]] = {}
+    for r in rows:
+        if r.get(metric) is not None:
+            by.setdefault((r["row"], r["seed"]), {})[r["col"]] = float(r[metric])
+    out: dict[str, list[tuple[int, float, float]]] = {}
+    for (row, seed), cols in sorted(by.items()):
+        if {"baseline", "HAM"} <= set(cols):
+            out.setdefault(row, []).append((seed, cols["baseline"], cols["HAM"]))
+    return out
+
+
+def paired_table(rows: list[dict[str, Any]], metric: str) -> list[str]:
+    """Per row: baseline and HAM mean ± std over seeds, the paired difference, HAM's wins, and a one-sided
+    paired t-test of "HAM improves this row" (scipy)."""
+    from scipy import stats
+
+    lines = [f"Paired by seed ({metric}; one-sided paired t-test, H1: HAM > baseline)", "",
+             "| row | baseline | HAM | HAM - baseline | HAM wins | p |", "|---|---|---|---|---|---|"]
+    for row, triples in paired_differences(rows, metric).items():
+        base = [b for _, b, _ in triples]
+        ham = [h for _, _, h in triples]
+        diff = [h - b for b, h in zip(base, ham)]
+        (mb, sb), (mh, sh), (md, sd) = mean_std(base), mean_std(ham), mean_std(diff)
+        p = float(stats.ttest_rel(ham, base, alternative="greater").pvalue) if len(diff) > 1 and sd > 0 else \
+            float("nan")
+        wins = sum(d > 0 for d in diff)
+        lines.append(f"| {row} | {mb:.2f} ± {sb:.2f} | {mh:.2f} ± {sh:.2f} | {md:+.2f} ± {sd:.2f} | "
+                     f"{wins}/{len(diff)} | {p:.3g} |")
+    return lines
+
+
+def plot_paired(rows: list[dict[str, Any]], path: Path, metric: str) -> None:
+    """Baseline vs HAM per row: mean ± std bars and every seed as a dot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    pairs = paired_differences(rows, metric)
+    names = list(pairs)
+    fig, ax = plt.subplots(figsize=(1.4 + 1.3 * len(names), 4.0))
+    for j, (col, dx, colour) in enumerate((("baseline", -0.18, "tab:gray"), ("HAM", 0.18, "tab:blue"))):
+        vals = [[t[1 + j] for t in pairs[n]] for n in names]
+        means = [mean_std(v)[0] for v in vals]
+        stds = [mean_std(v)[1] for v in vals]
+        xs = [i + dx for i in range(len(names))]
+        ax.bar(xs, means, width=0.34, yerr=stds, color=colour, alpha=0.6, label=col, capsize=3)
+        for x, v in zip(xs, vals):
+            ax.scatter([x] * len(v), v, s=8, color="k", zorder=3)
+    ax.set_xticks(range(len(names)), names, rotation=20, ha="right")
+    lo = min(t[k] for n in names for t in pairs[n] for k in (1, 2))
+    ax.set_ylim(max(0.0, lo - 3), 100.5 if "top1" in metric else None)
+    ax.set_ylabel(metric)
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def copy_reports(sweep_dir: Path, report_dir: Path | None) -> None:
+    """The sweep's small outputs (tables, CSV, plots; not the run directories) into `report_dir`."""
+    if report_dir is None:
+        return
+    import shutil
+
+    report_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("results.md", "runs.csv", "grid.png", "proxy.png", "sweep.json"):
+        if (sweep_dir / name).is_file():
+            shutil.copy2(sweep_dir / name, report_dir / name)
 
 
 def plot_alpha_beta(agg: list[dict[str, Any]], path: Path, metric: str) -> None:

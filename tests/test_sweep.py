@@ -99,3 +99,19 @@ def test_optuna_search_is_collected_like_a_grid(tmp_path):
     assert len(alphas) == 3  # three different trials
     assert (d / "grid.png").stat().st_size > 1000 and (d / "optimization_results.yaml").is_file()
     assert "| n |" in (d / "results.md").read_text()
+
+
+def test_proxy_table_runs_end_to_end_at_tiny_size(tmp_path):
+    """The CPU proxy study's one command: 6 rows x HAM on/off x 2 seeds, paired table, per-seed CSV, plot."""
+    rep = tmp_path / "rep"
+    p = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "trainer.max_steps=3", "--table", "proxy",
+                        "--seeds", "0", "1", "--root", str(tmp_path), "--name", "p", "--report-dir", str(rep)],
+                       capture_output=True, text=True, cwd=ROOT, timeout=900)
+    assert p.returncode == 0, p.stderr[-3000:]
+    with open(rep / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 24 and {r["status"] for r in rows} == {"done"}
+    text = (rep / "results.md").read_text()
+    for row in ("Dense", "Random s=0.95", "AC/DC s=0.95", "RiGL s=0.95", "STR s=0.95", "Sign-In s=0.95"):
+        assert f"| {row} | " in text and text.count(f"| {row} |") == 3  # two cells + the paired row
+    assert "one-sided paired t-test" in text and (rep / "proxy.png").stat().st_size > 1000
