@@ -91,3 +91,15 @@ def test_without_cuda_the_full_run_refuses_and_points_to_quick(capsys):
         pytest.skip("a GPU is present")
     assert gpu_check.main([]) == 2
     assert "--quick" in capsys.readouterr().err
+
+
+def test_gpu_wheel_closure_comes_from_the_lock_with_markers_for_linux_py312():
+    import prepare_gpu_wheels as pw
+
+    env = pw.target_environment("3.12")
+    closure = pw.locked_closure(ROOT / "uv.lock", pw.MISSING, env)
+    assert {"hydra-core", "omegaconf", "antlr4-python3-runtime", "wandb", "pydantic-core", "pyyaml"} <= set(closure)
+    assert "colorama" not in closure  # click needs it on Windows only
+    assert "torch" not in closure and "numpy" not in closure  # present on the GPU machines
+    assert pw.has_only_sdist(ROOT / "uv.lock", "antlr4-python3-runtime")  # built into a py3-none-any wheel
+    assert not pw.has_only_sdist(ROOT / "uv.lock", "wandb")
