@@ -393,3 +393,18 @@ def test_triton_list_kernel_in_interpreter_channels_last_one_launch(interpreted_
     tk.triton_hyperbolic_list_(got, gs, ss, lr=0.01, alpha=1.0, beta=0.0, clamp=float("inf"),
                                beta_where_grad=False)
     assert (len(tk._block_maps), len(tk._offset_tables)) == (n_maps, n_tabs)
+
+
+def test_triton_list_kernel_in_interpreter_views_at_unaligned_offsets(interpreted_triton_kernel):
+    # grads as views into one flat buffer (as DDP's gradient_as_bucket_view makes them), at offsets that are not
+    # multiples of 16 elements: the kernel must not assume the alignment it uses for vectorised loads otherwise
+    g = torch.Generator().manual_seed(7)
+    xbuf, gbuf = torch.randn(20_000, generator=g), torch.randn(20_000, generator=g)
+    for offsets in ((0, 1024, 8192), (3, 1001, 8195)):
+        ps = [xbuf[o:o + 2100].view(30, 70) for o in offsets]
+        gs = [gbuf[o:o + 2100].view(30, 70) for o in offsets]
+        want = _reference(ps, gs, lr=0.02, alpha=200.0, beta=1e-3, clamp=5.0)
+        interpreted_triton_kernel.triton_hyperbolic_list_(ps, gs, None, lr=0.02, alpha=200.0, beta=1e-3,
+                                                          clamp=5.0, beta_where_grad=False)
+        for x, y in zip(ps, want):
+            torch.testing.assert_close(x, y, rtol=1e-6, atol=0)

@@ -33,12 +33,15 @@ _offset_tables: OrderedDict = OrderedDict()  # (device, addresses, numels) -> in
 @triton.jit
 def _hyperbolic_list_kernel(x_base, g_base, s_base, table, blk_tensor, blk_start, n_tensors, lr, lr_ptr, alpha,
                             beta, c, HAS_SIGNS: tl.constexpr, LR_FROM_PTR: tl.constexpr,
-                            BETA_WHERE_GRAD: tl.constexpr, BLOCK_SIZE: tl.constexpr):
+                            BETA_WHERE_GRAD: tl.constexpr, ALIGNED: tl.constexpr, BLOCK_SIZE: tl.constexpr):
     pid = tl.program_id(0)
     t = tl.load(blk_tensor + pid)
-    start = tl.load(blk_start + pid)
+    start = tl.multiple_of(tl.load(blk_start + pid), BLOCK_SIZE)
     x_off = tl.load(table + t)  # table rows: x offsets, g offsets, sign offsets, element counts
     g_off = tl.load(table + n_tensors + t)
+    if ALIGNED:  # every offset a multiple of 16 elements (checked on the host): lets loads vectorise
+        x_off = tl.multiple_of(x_off, 16)
+        g_off = tl.multiple_of(g_off, 16)
     n = tl.load(table + 3 * n_tensors + t)
     idx = start + tl.arange(0, BLOCK_SIZE).to(tl.int64)  # int64: tensors beyond 2^31 elements stay correct
     m = idx < n
@@ -46,6 +49,8 @@ def _hyperbolic_list_kernel(x_base, g_base, s_base, table, blk_tensor, blk_start
     g = tl.load(g_base + (g_off + idx), mask=m, other=0.0).to(tl.float32)
     if HAS_SIGNS:
         s_off = tl.load(table + 2 * n_tensors + t)
+        if ALIGNED:
+            s_off = tl.multiple_of(s_off, 16)
         src = tl.load(s_base + (s_off + idx), mask=m, other=0).to(tl.float32)
     else:
         src = x
@@ -131,13 +136,14 @@ def triton_hyperbolic_list_(params, grads, signs, *, lr, alpha: float, beta: flo
     s_off = _offsets(signs) if signs is not None else (0,) * len(params)
     table = _remember(_offset_tables, (device, x_off, g_off, s_off, numels),
                       lambda: _to_device([*x_off, *g_off, *s_off, *numels], device))
+    aligned = all(o % 16 == 0 for o in (*x_off, *g_off, *s_off))
     ctx = torch.cuda.device(device) if device.type == "cuda" else _null()
     with ctx:
         _hyperbolic_list_kernel[(n_blocks,)](
             params[0], grads[0], signs[0] if signs is not None else params[0], table, blk_tensor, blk_start,
             len(params), 0.0 if lr_ptr is not None else float(lr), lr_ptr if lr_ptr is not None else params[0],
             float(alpha), float(beta), float(clamp), HAS_SIGNS=signs is not None, LR_FROM_PTR=lr_ptr is not None,
-            BETA_WHERE_GRAD=beta_where_grad, BLOCK_SIZE=BLOCK)
+            BETA_WHERE_GRAD=beta_where_grad, ALIGNED=aligned, BLOCK_SIZE=BLOCK)
 
 
 def triton_hyperbolic_(x: torch.Tensor, g: torch.Tensor, *, lr, alpha: float, beta: float, clamp: float,
