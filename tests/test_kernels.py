@@ -400,7 +400,7 @@ def test_triton_list_kernel_in_interpreter_views_at_unaligned_offsets(interprete
     # multiples of 16 elements: the kernel must not assume the alignment it uses for vectorised loads otherwise
     g = torch.Generator().manual_seed(7)
     xbuf, gbuf = torch.randn(20_000, generator=g), torch.randn(20_000, generator=g)
-    for offsets in ((0, 1024, 8192), (3, 1001, 8195)):
+    for offsets in ((0, 4096, 8192), (3, 4101, 8195)):  # 2100 elements each: no overlap
         ps = [xbuf[o:o + 2100].view(30, 70) for o in offsets]
         gs = [gbuf[o:o + 2100].view(30, 70) for o in offsets]
         want = _reference(ps, gs, lr=0.02, alpha=200.0, beta=1e-3, clamp=5.0)
