@@ -916,18 +916,11 @@ def part_c(ctx: Ctx) -> None:
 def _versions(device: torch.device) -> dict:
     info = {"python": platform.python_version(), "torch": torch.__version__, "cuda (torch built with)":
             torch.version.cuda, "platform": platform.platform()}
-    with contextlib.suppress(Exception):
-        import triton
+    from importlib import metadata
 
-        info["triton"] = triton.__version__
-    with contextlib.suppress(Exception):
-        import torchvision
-
-        info["torchvision"] = torchvision.__version__
-    with contextlib.suppress(Exception):
-        import timm
-
-        info["timm"] = timm.__version__
+    for dist_name in ("triton", "torchvision", "timm", "numpy", "hydra-core", "omegaconf", "wandb"):
+        with contextlib.suppress(metadata.PackageNotFoundError):  # versions without importing (triton: seconds)
+            info[dist_name] = metadata.version(dist_name)
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         info["device"] = torch.cuda.get_device_name(device)
