@@ -1,15 +1,18 @@
 """Fused single-pass kernels for the hyperbolic step: C/OpenMP on CPU (cpu_kernel.py), Triton on CUDA
-(triton_kernel.py). Both read x and g (and the remembered signs) once, write x once, compute in fp32, take lr as a
-runtime value (float, or 0-d tensor) and allocate nothing.
+(triton_kernel.py). Both read x and g (and the remembered signs) once, write x once, compute in fp32 and take lr as
+a runtime value (float, or 0-d tensor). Each steps a whole (device, dtype) list in one call: the C kernel in one
+OpenMP region, the Triton kernel in one launch (its small tensor table is cached on the device; nothing else is
+allocated).
 
 ``fused_hyperbolic_step_`` applies the step to every tensor it has a kernel for and returns the
 (params, grads, signs) it did not handle (the caller runs the foreach path on those), or None if it handled all.
 Both kernels work on flat storage: a parameter is handled when it, its grad (and its sign tensor) are each
 non-overlapping and dense (contiguous, channels_last, or any permutation of dims) with the same layout, so the
 i-th element in memory is the same element of all of them. Not handled: other strided views, tensors whose
-operands differ in layout, dtypes other than fp32/bf16/fp16, grads of another dtype/shape than their parameter, sign tensors other than int8/fp32, an lr tensor on another device than the parameters, leaves that
-require grad while grad mode is on (foreach raises the usual autograd error for those), and everything when the
-kernel cannot be built here. ``HAM_CPU_FUSED=never`` turns the CPU kernel off (debugging aid).
+operands differ in layout, dtypes other than fp32/bf16/fp16, grads of another dtype/shape than their parameter,
+sign tensors other than int8/fp32, an lr tensor on another device than the parameters, leaves that require grad
+while grad mode is on (foreach raises the usual autograd error for those), and everything when the kernel cannot
+be built here. ``HAM_CPU_FUSED=never`` turns the CPU kernel off (debugging aid).
 """
 
 from __future__ import annotations
