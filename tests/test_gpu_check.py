@@ -103,3 +103,13 @@ def test_gpu_wheel_closure_comes_from_the_lock_with_markers_for_linux_py312():
     assert "torch" not in closure and "numpy" not in closure  # present on the GPU machines
     assert pw.has_only_sdist(ROOT / "uv.lock", "antlr4-python3-runtime")  # built into a py3-none-any wheel
     assert not pw.has_only_sdist(ROOT / "uv.lock", "wandb")
+
+
+def test_parts_after_the_total_budget_are_skipped_and_reported(tmp_path, monkeypatch):
+    monkeypatch.setattr(gpu_check, "TOTAL_GRACE_S", 0)
+    monkeypatch.setitem(gpu_check.RUNNERS, "b_train", lambda ctx: __import__("time").sleep(0.6))
+    monkeypatch.setitem(gpu_check.RUNNERS, "b_deit", lambda ctx: ctx.check("must not run", False))
+    rc = gpu_check.main(["--quick", "--out", str(tmp_path), "--parts", "b_train,b_deit", "--budget-scale", "0.01"])
+    report = json.loads((tmp_path / "cpu-quick.json").read_text())
+    assert rc == 0 and report["parts"]["b_deit"]["status"].startswith("skipped")
+    assert not report["checks"]
