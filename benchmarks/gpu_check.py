@@ -771,8 +771,8 @@ def _train_overrides(ctx: Ctx, model: str, steps: int, *, img: int, classes: int
                      extra=()) -> list[str]:
     per_epoch = steps // 2 if steps >= 20 else steps
     return ["experiment=quickstart", "dataset=synthetic", f"model={model}", f"dataset.img_size={img}",
-            f"+dataset.options.num_classes={classes}", f"+dataset.options.train_size={per_epoch * batch_size}",
-            f"+dataset.options.val_size={2 * batch_size}", f"trainer.global_batch_size={batch_size}",
+            f"++dataset.options.num_classes={classes}", f"++dataset.options.train_size={per_epoch * batch_size}",
+            f"++dataset.options.val_size={2 * batch_size}", f"trainer.global_batch_size={batch_size}",
             f"trainer.epochs={-(-steps // per_epoch)}", f"trainer.max_steps={steps}", "trainer.log_every_steps=5",
             f"trainer.checkpoint_every_steps={max(5, steps // 4)}", "trainer.eval_every_epochs=1",
             f"trainer.num_workers={0 if ctx.quick else 4}", "trainer.progress_bar=false",
