@@ -5,7 +5,8 @@
 
 For the CPU, and for CUDA when a GPU is present (otherwise that section says it was skipped), prints:
   (a) the hyperbolic step (alpha=200, beta=1e-3, c=5, on the 25.5M weights with ndim >= 2) with each backend,
-      as a ratio to a foreach SGD-momentum step (torch.optim.SGD(momentum=0.9, foreach=True)) on all 25.6M;
+      as a ratio to a foreach SGD-momentum step (torch.optim.SGD(momentum=0.9, foreach=True)) on all 25.6M,
+      and the fused step next to torch's fused SGD-momentum step (SGD(fused=True), one pass per tensor);
   (b) the same for straightforward per-tensor implementations: backend="reference" and a naive loop with
       clones and boolean masks, plus the fused step's speed-up over each;
   (c) peak extra memory of each step (CPU: growth of the peak RSS in a child process whose allocator returns
@@ -82,6 +83,11 @@ class Setup:
         for p, g in zip(ps, grads):
             p.grad = g
         self.sgd = torch.optim.SGD(ps, lr=1e-9, momentum=0.9, foreach=True)
+        qs = [torch.nn.Parameter(p.clone()) for p in params]
+        for q, g in zip(qs, grads):
+            q.grad = g
+        # torch's own single-pass SGD (what the trainer now uses where torch supports it): a second unit
+        self.sgd_fused = torch.optim.SGD(qs, lr=1e-9, momentum=0.9, fused=True)
         self.lr = 1e-9
         self.cases = {f"HAM step, backend={b}": self._ham(b) for b in ("fused", "foreach", "reference")}
         self.naive_label = "naive per-tensor loop (clones, bool masks)"
@@ -97,17 +103,22 @@ class Setup:
 
 def time_rounds(s: Setup, repeats: int, naive_repeats: int):
     """Median time of each variant and median within-round ratio to the SGD step."""
-    for fn in [s.sgd.step, *s.cases.values()]:
+    for fn in [s.sgd.step, s.sgd_fused.step, *s.cases.values()]:
         fn()  # warm-up (the fused kernel's one-time cost was measured before)
-    times = {"sgd": []} | {k: [] for k in s.cases}
-    ratios = {k: [] for k in s.cases}
+    times = {"sgd": [], "sgd_fused": []} | {k: [] for k in s.cases}
+    ratios = {k: [] for k in s.cases} | {"torch fused SGD step": [], "fused HAM / torch fused SGD": []}
     for _ in range(repeats):
         t_sgd = timed(s.sgd.step, s.device)
+        t_sgd_fused = timed(s.sgd_fused.step, s.device)
         times["sgd"].append(t_sgd)
+        times["sgd_fused"].append(t_sgd_fused)
+        ratios["torch fused SGD step"].append(t_sgd_fused / t_sgd)
         for label, fn in s.cases.items():
             t = timed(fn, s.device)
             times[label].append(t)
             ratios[label].append(t / t_sgd)
+            if label == "HAM step, backend=fused":
+                ratios["fused HAM / torch fused SGD"].append(t / t_sgd_fused)
     if s.naive is not None and naive_repeats > 0:  # no warm-up: nothing in it is one-time, and it is slow
         times[s.naive_label], ratios[s.naive_label] = [], []
         fused = s.cases["HAM step, backend=fused"]
@@ -232,6 +243,9 @@ def report(device, args):
     fused = med["HAM step, backend=fused"]
     print(f"(a) fused / SGD-momentum step: {ratio['HAM step, backend=fused']:.2f}   "
           f"foreach chain / SGD: {ratio['HAM step, backend=foreach']:.2f}")
+    print(f"(a') torch fused SGD-momentum step: {med['sgd_fused'] * 1e3:.2f} ms = "
+          f"{ratio['torch fused SGD step']:.2f}x the foreach one; fused HAM / torch fused SGD: "
+          f"{ratio['fused HAM / torch fused SGD']:.2f}")
     line = f"(b) fused / reference: {fused / med['HAM step, backend=reference']:.3f}"
     if s.naive_label in med:
         line += f"   fused / naive loop: {med['fused (paired with naive)'] / med[s.naive_label]:.4f}"

@@ -168,6 +168,7 @@ class OptimizerConfig(Component):
     lr: float = opt(gt=0, doc="peak lr for the GLOBAL batch")
     weight_decay: float = opt(ge=0)
     no_weight_decay_1d: bool = opt(True, doc="no decay on biases and norm parameters")
+    fused: Any = opt("auto", choices=AUTO_BOOL, doc="torch's fused SGD/AdamW kernels (auto: where supported)")
     sam: Optional[SAMConfig] = opt(None, doc="set by optimizer=sam")
 
 

@@ -165,11 +165,11 @@ def test_build_is_cached_on_disk(monkeypatch, tmp_path):
 @needs_compiler
 def test_unhandled_tensors_are_returned_untouched_and_stepped_by_foreach():
     ps, gs = _tensors()
-    nc = torch.randn(40, 30).t()  # non-contiguous
+    nc = torch.randn(40, 60)[:, ::2]  # a strided view: not dense, no flat storage to step
     mixed = torch.randn(5, 5, dtype=torch.float64)  # no kernel for fp64
     leaf = torch.randn(6, 6, requires_grad=True)  # grad mode on: foreach must raise autograd's error
     params = [ps[0], nc, ps[1], mixed]
-    grads = [gs[0], torch.randn(40, 30).t(), gs[1], torch.randn(5, 5, dtype=torch.float64)]
+    grads = [gs[0], torch.randn(40, 30), gs[1], torch.randn(5, 5, dtype=torch.float64)]
     before = [p.clone() for p in params]
     kw = {"lr": 0.1, "alpha": 50.0, "beta": 0.1, "clamp": 5.0, "signs": None, "beta_where_grad": False}
     rest = kernels.fused_hyperbolic_step_(params, grads, **kw)
@@ -177,7 +177,7 @@ def test_unhandled_tensors_are_returned_untouched_and_stepped_by_foreach():
     assert torch.equal(nc, before[1]) and torch.equal(mixed, before[3])
     assert not torch.equal(ps[0], before[0])
     # through the public entry point, the returned ones go through foreach
-    nc2 = before[1].clone().t().contiguous().t()
+    nc2 = torch.zeros(40, 60)[:, ::2].copy_(before[1])
     hyperbolic_step_([nc2], [grads[1]], backend="fused", **{k: kw[k] for k in ("lr", "alpha", "beta", "clamp")})
     ref = _reference([before[1]], [grads[1]], lr=0.1, alpha=50.0, beta=0.1, clamp=5.0)[0]
     torch.testing.assert_close(nc2, ref, rtol=1e-5, atol=0)
@@ -292,3 +292,119 @@ def test_triton_kernel_in_interpreter_matches_reference(interpreted_triton_kerne
         tol = 1e-6 if dtype == torch.float32 else 2**-7
         torch.testing.assert_close(x.float(), want.to(dtype).float(), rtol=tol, atol=0)
         _assert_zeros_and_signs_kept([before], [x])
+
+
+# ---------------------------------------------------------------- dense non-contiguous layouts (channels_last)
+def _layout_cases(dtype=torch.float32, signs=False):
+    """(params, grads, signs) in the layouts a channels_last ResNet has, plus a transposed matrix; every operand
+    of one parameter in the same layout. Includes [K, C, 1, 1] convs (size-1 dims: arbitrary strides)."""
+    g = torch.Generator().manual_seed(5)
+    cl = torch.channels_last
+    shapes = [((64, 3, 7, 7), cl), ((256, 64, 1, 1), cl), ((33, 17, 3, 3), cl), ((300, 70), "t"), ((5000,), None),
+              ((1,), None), ((0, 3), None)]
+
+    def make(shape, layout, kind):
+        t = torch.randn(shape, generator=g)
+        if kind == "p":
+            t.view(-1)[:29] = 0.0  # exact zeros must stay zero
+        t = torch.sign(t).to(torch.int8) if kind == "s" else t.to(dtype)
+        if layout == "t":
+            return t.t().contiguous().t() if t.ndim == 2 else t
+        return t.contiguous(memory_format=layout) if layout is not None else t
+
+    ps = [make(s, lay, "p") for s, lay in shapes]
+    gs = [make(s, lay, "g") for s, lay in shapes]
+    ss = [make(s, lay, "s") for s, lay in shapes] if signs else None
+    assert not ps[0].is_contiguous() and not ps[3].is_contiguous()
+    return ps, gs, ss
+
+
+def test_dense_layout_detection():
+    from ham.optim.kernels import dense_layout
+
+    x = torch.randn(8, 4, 3, 3)
+    assert dense_layout(x) is not None and dense_layout(x.to(memory_format=torch.channels_last)) is not None
+    assert dense_layout(x.permute(2, 0, 3, 1)) is not None
+    assert dense_layout(x[:, ::2]) is None and dense_layout(x[:, :2]) is None
+    assert dense_layout(torch.randn(4, 1).expand(4, 3)) is None  # overlapping (stride 0)
+    w = torch.randn(16, 8, 1, 1)
+    assert dense_layout(w) == dense_layout(w.to(memory_format=torch.channels_last))  # same element order
+    assert dense_layout(x) != dense_layout(x.to(memory_format=torch.channels_last))
+
+
+@needs_compiler
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("signed", [False, True])
+def test_cpu_kernel_steps_channels_last_and_transposed_as_flat_storage(dtype, signed):
+    ps, gs, ss = _layout_cases(dtype, signed)
+    got = [p.clone(memory_format=torch.preserve_format) for p in ps]
+    _fused(got, gs, lr=0.03, alpha=200.0, beta=1e-3, clamp=5.0, signs=ss, beta_where_grad=True)  # none left over
+    want = _reference(ps, gs, lr=0.03, alpha=200.0, beta=1e-3, clamp=5.0, signs=ss, beta_where_grad=True)
+    tol = 1e-6 if dtype == torch.float32 else 2**-7
+    for x, y, p in zip(got, want, ps):
+        assert x.stride() == p.stride()  # stepped in place, layout untouched
+        torch.testing.assert_close(x.float(), y.to(dtype).float(), rtol=tol, atol=0)
+    _assert_zeros_and_signs_kept(ps, got)
+
+
+def test_operands_in_different_layouts_go_to_foreach():
+    p = torch.randn(16, 8, 3, 3).to(memory_format=torch.channels_last)
+    g = torch.randn(16, 8, 3, 3)  # contiguous: element i in memory is another weight's gradient
+    s = torch.sign(torch.randn(16, 8, 3, 3)).to(torch.int8)
+    kw = {"lr": 0.1, "alpha": 50.0, "beta": 0.1, "clamp": 5.0, "beta_where_grad": False}
+    rest = kernels.fused_hyperbolic_step_([p], [g], signs=None, **kw)
+    assert rest is not None and rest[0][0] is p
+    rest = kernels.fused_hyperbolic_step_([p], [g.contiguous(memory_format=torch.channels_last)], signs=[s], **kw)
+    assert rest is not None and rest[0][0] is p  # the sign tensor's layout differs
+    before = p.clone()
+    hyperbolic_step_([p], [g], backend="fused", lr=0.1, alpha=50.0, beta=0.1, clamp=5.0)
+    torch.testing.assert_close(p, _reference([before], [g], lr=0.1, alpha=50.0, beta=0.1, clamp=5.0)[0],
+                               rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("signed", [False, True])
+def test_triton_list_kernel_in_interpreter_channels_last_one_launch(interpreted_triton_kernel, monkeypatch, dtype,
+                                                                   signed):
+    tk = interpreted_triton_kernel
+    launches = []
+    real = tk._hyperbolic_list_kernel
+
+    class Counting:
+        def __getitem__(self, grid):
+            launches.append(grid)
+            return real[grid]
+
+    monkeypatch.setattr(tk, "_hyperbolic_list_kernel", Counting())
+    ps, gs, ss = _layout_cases(dtype, signed)
+    for lr in (0.02, torch.tensor(0.05)):  # float, and a tensor read through its pointer
+        got = [p.clone(memory_format=torch.preserve_format) for p in ps]
+        launches.clear()
+        tk.triton_hyperbolic_list_(got, gs, ss, lr=lr, alpha=200.0, beta=1e-3, clamp=5.0, beta_where_grad=True)
+        assert len(launches) == 1  # the whole list in one launch
+        assert launches[0][0] == sum(-(-p.numel() // tk.BLOCK) for p in ps)
+        want = _reference(ps, gs, lr=lr, alpha=200.0, beta=1e-3, clamp=5.0, signs=ss, beta_where_grad=True)
+        tol = 1e-6 if dtype == torch.float32 else 2**-7
+        for x, y in zip(got, want):
+            torch.testing.assert_close(x.float(), y.to(dtype).float(), rtol=tol, atol=0)
+        _assert_zeros_and_signs_kept(ps, got)
+    # the block map and the offset table are cached: stepping the same tensors again builds neither
+    n_maps, n_tabs = len(tk._block_maps), len(tk._offset_tables)
+    tk.triton_hyperbolic_list_(got, gs, ss, lr=0.01, alpha=1.0, beta=0.0, clamp=float("inf"),
+                               beta_where_grad=False)
+    assert (len(tk._block_maps), len(tk._offset_tables)) == (n_maps, n_tabs)
+
+
+def test_triton_list_kernel_in_interpreter_views_at_unaligned_offsets(interpreted_triton_kernel):
+    # grads as views into one flat buffer (as DDP's gradient_as_bucket_view makes them), at offsets that are not
+    # multiples of 16 elements: the kernel must not assume the alignment it uses for vectorised loads otherwise
+    g = torch.Generator().manual_seed(7)
+    xbuf, gbuf = torch.randn(20_000, generator=g), torch.randn(20_000, generator=g)
+    for offsets in ((0, 4096, 8192), (3, 4101, 8195)):  # 2100 elements each: no overlap
+        ps = [xbuf[o:o + 2100].view(30, 70) for o in offsets]
+        gs = [gbuf[o:o + 2100].view(30, 70) for o in offsets]
+        want = _reference(ps, gs, lr=0.02, alpha=200.0, beta=1e-3, clamp=5.0)
+        interpreted_triton_kernel.triton_hyperbolic_list_(ps, gs, None, lr=0.02, alpha=200.0, beta=1e-3,
+                                                          clamp=5.0, beta_where_grad=False)
+        for x, y in zip(ps, want):
+            torch.testing.assert_close(x, y, rtol=1e-6, atol=0)

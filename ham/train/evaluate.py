@@ -25,8 +25,10 @@ def evaluate(model, loader, device: torch.device, *, autocast: Callable, channel
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         hit = top.eq(targets[:, None])
+        # the count as a fill on the device: torch.tensor(n, device=cuda) would be a pageable copy (a host sync)
+        count = torch.full((), float(targets.numel()), device=device)
         totals += torch.stack([F.cross_entropy(logits, targets, reduction="sum"), hit[:, :1].sum(),
-                               hit.sum(), torch.tensor(float(targets.numel()), device=device)]).double()
+                               hit.sum(), count]).double()
     if dist.is_available() and dist.is_initialized():
         dist.all_reduce(totals)
     loss, c1, c5, n = totals.tolist()

@@ -22,7 +22,7 @@ from torch import nn
 
 from ham.errors import NonFiniteLoss, Preempted
 from ham.sparse.base import sparse_update
-from ham.train.distributed import DistEnv, all_agree
+from ham.train.distributed import DDP_OPTIONS, AsyncAgreement, DistEnv
 from ham.train.io import atomic_torch_save, atomic_write_text
 
 
@@ -96,8 +96,10 @@ class Trainer:
         self.sam = sam_of(self.optimizer)
         self.ddp_model = model
         if env.distributed:
+            # DDP_OPTIONS: bucket-view grads, no per-forward buffer broadcast (BN stats are made rank 0's before
+            # evaluation and at the end: _sync_buffers, _finish)
             self.ddp_model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+                model, device_ids=[env.device.index] if env.device.type == "cuda" else None, **DDP_OPTIONS)
         if t.compile:
             self.ddp_model = torch.compile(self.ddp_model)
 
@@ -221,7 +223,10 @@ class Trainer:
             return self._stop_signal is not None
         if self.step % self.cfg.trainer.preempt_check_every:
             return False
-        return all_agree(self._stop_signal is not None, self.env.device)
+        # asynchronous: answers the agreement started one interval ago (no device drain), starts the next one
+        if getattr(self, "_stop_agreement", None) is None:
+            self._stop_agreement = AsyncAgreement(self.env.device)
+        return self._stop_agreement.poll(self._stop_signal is not None)
 
     # ------------------------------------------------------------------ step
     def _autocast(self):
@@ -315,12 +320,21 @@ class Trainer:
     def evaluate(self) -> dict[str, float]:
         from ham.train.evaluate import evaluate
 
+        self._sync_buffers()
         self.model.eval()
         try:
             return evaluate(self.model, self.val_loader, self.env.device, autocast=self._autocast,
                             channels_last=self.channels_last)
         finally:
             self.model.train()
+
+    def _sync_buffers(self) -> None:
+        """DDP runs with broadcast_buffers=False: make every rank's BN running stats rank 0's (before eval)."""
+        if self.env.distributed:
+            import torch.distributed as dist
+
+            for b in self.model.buffers():
+                dist.broadcast(b, src=0)
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict[str, Any]:

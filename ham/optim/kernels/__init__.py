@@ -1,13 +1,18 @@
 """Fused single-pass kernels for the hyperbolic step: C/OpenMP on CPU (cpu_kernel.py), Triton on CUDA
-(triton_kernel.py). Both read x and g (and the remembered signs) once, write x once, compute in fp32, take lr as a
-runtime value (float, or 0-d tensor) and allocate nothing.
+(triton_kernel.py). Both read x and g (and the remembered signs) once, write x once, compute in fp32 and take lr as
+a runtime value (float, or 0-d tensor). Each steps a whole (device, dtype) list in one call: the C kernel in one
+OpenMP region, the Triton kernel in one launch (its small tensor table is cached on the device; nothing else is
+allocated).
 
 ``fused_hyperbolic_step_`` applies the step to every tensor it has a kernel for and returns the
 (params, grads, signs) it did not handle (the caller runs the foreach path on those), or None if it handled all.
-Not handled: non-contiguous tensors, dtypes other than fp32/bf16/fp16, grads of another dtype/shape than their
-parameter, sign tensors other than int8/fp32, an lr tensor on another device than the parameters, leaves that
-require grad while grad mode is on (foreach raises the usual autograd error for those), and everything when the
-kernel cannot be built here. ``HAM_CPU_FUSED=never`` turns the CPU kernel off (debugging aid).
+Both kernels work on flat storage: a parameter is handled when it, its grad (and its sign tensor) are each
+non-overlapping and dense (contiguous, channels_last, or any permutation of dims) with the same layout, so the
+i-th element in memory is the same element of all of them. Not handled: other strided views, tensors whose
+operands differ in layout, dtypes other than fp32/bf16/fp16, grads of another dtype/shape than their parameter,
+sign tensors other than int8/fp32, an lr tensor on another device than the parameters, leaves that require grad
+while grad mode is on (foreach raises the usual autograd error for those), and everything when the kernel cannot
+be built here. ``HAM_CPU_FUSED=never`` turns the CPU kernel off (debugging aid).
 """
 
 from __future__ import annotations
@@ -30,12 +35,33 @@ def _triton_ok() -> bool:
     return True
 
 
+def dense_layout(t: Tensor) -> tuple[int, ...] | None:
+    """The strides of t's dims of size > 1 if t's elements exactly fill numel consecutive slots of memory
+    (contiguous, channels_last, any dim permutation: "non-overlapping and dense"), else None. Two tensors of one
+    shape with equal dense layouts hold the same element at each memory position, so a kernel may step them as
+    flat storage. Size-1 dims are ignored (their stride is arbitrary: [C, K, 1, 1] convs in channels_last)."""
+    dims = sorted((st, sz) for sz, st in zip(t.shape, t.stride()) if sz != 1)
+    expected = 1
+    for st, sz in dims:
+        if st != expected:
+            return None
+        expected *= sz
+    return tuple(st for sz, st in zip(t.shape, t.stride()) if sz != 1)
+
+
+def _same_dense_layout(a: Tensor, b: Tensor) -> bool:
+    if a.is_contiguous() and b.is_contiguous():  # fast path: the common case costs two flag reads
+        return True
+    la = dense_layout(a)
+    return la is not None and la == dense_layout(b)
+
+
 def _eligible(p: Tensor, g: Tensor, s: Tensor | None, grad_mode: bool) -> bool:
-    # Kernels index raw memory: shapes, devices and layouts must match exactly.
+    # Kernels index raw memory as flat storage: shapes, devices and layouts must match exactly.
     return (p.dtype in FUSED_DTYPES and g.dtype == p.dtype and g.shape == p.shape and g.device == p.device
-            and p.is_contiguous() and g.is_contiguous() and not (grad_mode and p.requires_grad)
+            and not (grad_mode and p.requires_grad) and _same_dense_layout(p, g)
             and (s is None or (s.dtype in SIGN_DTYPES and s.shape == p.shape and s.device == p.device
-                               and s.is_contiguous())))
+                               and _same_dense_layout(p, s))))
 
 
 def _lr_ok(lr, device: torch.device) -> bool:
