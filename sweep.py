@@ -31,6 +31,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                       help="run one of the paper's tables instead of an alpha/beta grid")
     what.add_argument("--search", metavar="NAME", help="a configs/hparams_search/NAME.yaml search (e.g. ham_optuna)")
     p.add_argument("--trials", type=int, help="--search: number of trials (default: the search config's)")
+    p.add_argument("--proxy-sparsity", type=float, default=0.95, help="--table proxy: the sparse rows' sparsity")
     p.add_argument("--name", help="sweep name (default: derived from the table/overrides plus a hash)")
     p.add_argument("--root", default="runs/sweeps", help="parent directory of sweeps")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
@@ -68,7 +69,7 @@ def main(argv: list[str]) -> int:
                        nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
                        cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min)
     if args.table:
-        blocks = sweep.table_blocks(args.table, args.seeds)
+        blocks = sweep.table_blocks(args.table, args.seeds, proxy_sparsity=args.proxy_sparsity)
     elif args.search:
         blocks = [sweep.Block([f"hparams_search={args.search}", f"seed={sweep.values(args.seeds)}"])]
     else:

@@ -53,7 +53,7 @@ def grid_blocks(base: list[str], alphas: Iterable[float], betas: Iterable[float]
     return [Block([*base, f"ham.alpha={values(alphas)}", f"ham.beta={values(betas)}", f"seed={values(seeds)}"])]
 
 
-def table_blocks(table: str, seeds: Iterable[int]) -> list[Block]:
+def table_blocks(table: str, seeds: Iterable[int], proxy_sparsity: float = 0.95) -> list[Block]:
     """The paper's tables as multiruns. HAM cells are alpha x beta products ({0, 200} x {0, beta}: the baseline
     is alpha = beta = 0, i.e. ham=off); Sign-In rows have no HAM variant in the paper."""
     s = f"seed={values(seeds)}"
@@ -72,7 +72,7 @@ def table_blocks(table: str, seeds: Iterable[int]) -> list[Block]:
     if table == "proxy":  # CPU-scale study: dense and every sparsifier at 95 %, HAM on/off, paired by seed
         return [Block(["experiment=proxy_digits", "sparsifier=dense", "ham=off,quickstart", s]),
                 Block(["experiment=proxy_digits", "sparsifier=random,acdc,rigl,str,signin",
-                       "sparsifier.sparsity=0.95", "ham=off,quickstart", s])]
+                       f"sparsifier.sparsity={fmt(proxy_sparsity)}", "ham=off,quickstart", s])]
     raise ValueError(f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
 
 

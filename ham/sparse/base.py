@@ -41,17 +41,18 @@ class TrainSchedule:
 
 
 def sparse_update(sparsifier: "Sparsifier", optimizer: torch.optim.Optimizer, step: int,
-                  on_skip: Callable[[], None] | None = None) -> bool:
+                  before_skip: Callable[[], None] | None = None) -> bool:
     """One update in the hook order every loop uses (the trainer and the tests call this; it is stated only
     here): the sparsifier sees the all-reduced gradients first (masks them; RigL may update its masks and skip
     the update), then the optimizer steps (base step, then the hyperbolic step), then the sparsifier re-applies
-    its masks and advances its schedule. `on_skip` runs when the update is skipped, before after_step (SAM must
-    undo its ascent step before masks are re-applied). Returns whether the optimizer stepped."""
+    its masks and advances its schedule. `before_skip` runs first when the sparsifier will skip this update:
+    SAM must put the weights back from its ascent point BEFORE a mask update edits them (restoring after it
+    would bring dropped weights back). Returns whether the optimizer stepped."""
+    if before_skip is not None and sparsifier.skips_update(step):
+        before_skip()
     stepped = sparsifier.before_step(step)
     if stepped:
         optimizer.step()
-    elif on_skip is not None:
-        on_skip()
     sparsifier.after_step(step)
     return stepped
 
@@ -94,6 +95,10 @@ class Sparsifier:
 
     def mask_gradients(self) -> None:
         """Zero the gradients of pruned weights (also called before SAM's ascent step)."""
+
+    def skips_update(self, step: int) -> bool:
+        """Whether before_step(step) will return False (e.g. a RigL mask-update step)."""
+        return False
 
     def before_step(self, step: int) -> bool:
         """Called after backward (grads are all-reduced). Return False to skip the optimizer update."""

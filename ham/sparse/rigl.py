@@ -90,6 +90,9 @@ class RigL(MaskedSparsifier):
     def is_update_step(self, step: int) -> bool:
         return step > 0 and step % self.delta_t == 0 and step < self.t_end
 
+    def skips_update(self, step: int) -> bool:
+        return self.is_update_step(step)
+
     def before_step(self, step: int) -> bool:
         if not self.is_update_step(step):
             self.mask_gradients()

@@ -119,6 +119,9 @@ class SignIn(Sparsifier):
     def mask_gradients(self) -> None:
         self.source.mask_gradients()
 
+    def skips_update(self, step: int) -> bool:
+        return self.source.skips_update(step)
+
     def before_step(self, step: int) -> bool:
         if self.weight_decay_form == "product":
             for module in self.layers.values():

@@ -267,7 +267,7 @@ class Trainer:
         # base (or SAM second) step, then the hyperbolic step; a skipped update (a RiGL mask update) undoes SAM's
         # ascent step
         sparse_update(self.sparsifier, self.optimizer, self.step,
-                      on_skip=self.sam.restore if self.sam is not None else None)
+                      before_skip=self.sam.restore if self.sam is not None else None)
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
