@@ -20,7 +20,7 @@ stop.install()  # first: a stop signal during the imports below must end in exit
 try:
     from ham.cli import main
 except stop.StopRequested as e:
-    print(f"error: stopped by {stop.signal_name(e.signum)} before the first step; nothing to save; exit 3 "
+    print(f"error: stopped by {stop.signal_name(e.signum)} before the first step; nothing new to save; exit 3 "
           f"(requeue to resume)", file=sys.stderr, flush=True)
     sys.exit(3)
 

@@ -336,7 +336,7 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
 
 
 def stop_line(e: stop.StopRequested) -> str:
-    detail = getattr(e, "detail", None) or "nothing to save"
+    detail = getattr(e, "detail", None) or "nothing new to save (checkpoints already there, if any, are intact)"
     return (f"stopped by {stop.signal_name(e.signum)} before the first step; {detail}; exit {EXIT_PREEMPTED} "
             f"(requeue to resume)")
 
