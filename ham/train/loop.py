@@ -225,7 +225,8 @@ class Trainer:
                 raise
             except Exception as e:  # noqa: BLE001 -- corrupt, wrong model, missing keys: all mean "unusable"
                 nxt = candidates[i + 1].name if i + 1 < len(candidates) else "nothing"
-                self._print(f"warning: checkpoint {path.name} is unusable ({_reason(e)}); falling back to {nxt}")
+                self._print(f"warning: checkpoint {path.name} is unusable (corrupt or not this run's: "
+                            f"{_reason(e)}); falling back to {nxt}")
                 continue
             self._print(f"resumed from {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_in_epoch})")
             return True
