@@ -8,13 +8,27 @@
     torchrun --nproc_per_node=4 train.py experiment=imagenet_resnet50
 
 The app is `ham.cli.main` (`@hydra.main` over configs/train.yaml). Exit codes: 0 done, 1 failure (e.g. NaN
-loss), 2 bad input (one line, nothing created), 3 preempted (checkpoint saved: requeue). Rerunning the same
-command resumes (or skips a finished run).
+loss), 2 bad input (one line, nothing created), 3 preempted (checkpoint saved, or stopped before the first step:
+requeue). Rerunning the same command resumes (or skips a finished run).
 """
 
 import sys
 
-from ham.cli import main
+from ham.train import stop
+
+stop.install()  # first: a stop signal during the imports below must end in exit 3 (requeue), not 143
+try:
+    from ham.cli import main
+except stop.StopRequested as e:
+    print(f"error: stopped by {stop.signal_name(e.signum)} before the first step; nothing new to save; exit 3 "
+          f"(requeue to resume)", file=sys.stderr, flush=True)
+    sys.exit(3)
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        code = main()
+    except stop.StopRequested as e:  # in the instant between run_cli's answer and stop.exiting()
+        print(f"error: stopped by {stop.signal_name(e.signum)}; exit 3 (requeue to resume)", file=sys.stderr)
+        code = 3
+    stop.block_for_exit()  # interpreter shutdown: a late stop signal must not replace the exit code
+    sys.exit(code)

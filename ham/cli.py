@@ -4,13 +4,18 @@
     before Hydra creates the run dir:  ValidateBeforeStart.on_run_start / on_multirun_start -> validate()
     train(cfg):  finished? -> skip | resume checks -> DDP -> Trainer -> summary
 
-Exit codes: 0 done, 1 failure (NaN loss, a bug: traceback), 2 bad input (one line), 3 preempted (checkpoint saved,
-requeue). train.py sets HYDRA_FULL_ERROR=1 so that Hydra's own errors reach run_cli as exceptions instead of
+Exit codes: 0 done, 1 failure (NaN loss, a full disk: one line; a bug: traceback), 2 bad input (one line; also a run
+directory in use by another process), 3 preempted (a stop signal: checkpoint saved, or stopped before the first
+step with nothing new to save; requeue either way). Stop signals are handled from train.py's first line to the
+end of interpreter shutdown (ham/train/stop.py); the run directory is locked for the life of the run
+(ham/train/runlock.py). train.py sets HYDRA_FULL_ERROR=1 so that Hydra's own errors reach run_cli as exceptions instead of
 multi-line reports; run_cli turns each into one line.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sys
@@ -21,9 +26,11 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ham.config import register_resolvers
-from ham.errors import ConfigError
+from ham.errors import ConfigError, Preempted, StorageError
+from ham.train import runlock, stop
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PREEMPTED = 0, 1, 2, 3
+_STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
 
 # at import: a launcher's job process (submitit) unpickles `train` from here and resolves train.yaml's
 # interpolations before any of our code runs
@@ -75,7 +82,13 @@ class ValidateBeforeStart(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from ham.config import validate
 
-        validate(_task_config(config), world_size=_world_size(), run_dir=Path(str(config.hydra.run.dir)))
+        run_dir = Path(str(config.hydra.run.dir))
+        validate(_task_config(config), world_size=_world_size(), run_dir=run_dir)
+        if run_dir.is_dir():
+            if _rank() == 0:  # another process writing there: refuse before Hydra writes .hydra/ into it
+                runlock.acquire(run_dir)
+        else:
+            _CREATED_BY_US.add(str(run_dir.resolve()))
 
     @_exit_on_config_error
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
@@ -118,16 +131,64 @@ class ValidateBeforeStart(Callback):
 
 
 # ------------------------------------------------------------------ the task
+_CREATED_BY_US: set[str] = set()  # run dirs that did not exist when this process validated them
+_LEFTOVERS_OK = {".hydra", "config.yaml", runlock.LOCK_NAME}
+
+
 def train(cfg: DictConfig) -> Any:
     """Hydra task function: one run in Hydra's output dir. Returns `optimized_metric` of the summary (what
-    Hydra's optuna sweeper maximises) or None. Raises ConfigError / Preempted / NonFiniteLoss on failure."""
+    Hydra's optuna sweeper maximises) or None. Raises ConfigError / Preempted / NonFiniteLoss / StorageError on
+    failure, StopRequested on a stop signal before the first step."""
+    from hydra.core.hydra_config import HydraConfig
+
+    stop.begin_job()  # a stop that arrived during an earlier job of this process stops this one too
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        if _rank() == 0:
+            runlock.acquire(run_dir)  # no-op if ValidateBeforeStart took it
+        return _train(cfg, run_dir)
+    except stop.StopRequested as e:
+        e.detail = _saved_state(run_dir)
+        raise
+    except Preempted:
+        stop.mark_stopped(None)
+        raise
+    except runlock.RunDirBusy:
+        raise  # never clean up a directory another process owns
+    except ConfigError:
+        _remove_if_ours_and_empty(run_dir)
+        raise
+    finally:
+        runlock.release(run_dir)
+
+
+def _saved_state(run_dir: Path) -> str:
+    names = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt_*.pt"))  # zero-padded steps
+    if not names:
+        return "nothing to save"
+    return f"nothing new to save; {run_dir / 'checkpoints' / names[-1]} is intact and a requeue resumes from it"
+
+
+def _remove_if_ours_and_empty(run_dir: Path) -> None:
+    """A run refused in train() (e.g. resume=PATH from another model) leaves nothing behind: remove the run dir
+    if this process created it and it holds nothing but Hydra's record and config.yaml."""
+    import shutil
+
+    if str(run_dir.resolve()) not in _CREATED_BY_US or _rank() != 0:
+        return
+    with contextlib.suppress(OSError):
+        if {p.name for p in run_dir.iterdir()} <= _LEFTOVERS_OK:
+            runlock.release(run_dir)
+            shutil.rmtree(run_dir)
+
+
+def _train(cfg: DictConfig, run_dir: Path) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
     from ham.config import config_changes, config_hash, previous_config, validate
 
     hc = HydraConfig.get()
-    run_dir = Path(hc.runtime.output_dir)
     OmegaConf.resolve(cfg)
     if hc.mode == RunMode.MULTIRUN:  # the sweep was checked as a whole; this job's dir and data now
         validate(cfg, world_size=_world_size(), run_dir=run_dir)
@@ -210,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ham.config import CONFIG_DIR
 
+    stop.install()  # train.py installed them before its imports; an in-process caller gets them here
     setup()
     # Hydra's own errors must reach run_cli as exceptions (it prints them as one line and exits 2)
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
@@ -222,6 +284,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_OK
         return run_cli(app)
     finally:
+        stop.exiting()  # the exit code is decided: a late signal changes nothing
+        if argv is not None:  # in-process caller: give its handlers back (train.py keeps ours to the end)
+            stop.restore()
         sys.argv = saved
         GlobalHydra.instance().clear()  # a later in-process call composes afresh
 
@@ -231,10 +296,14 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from ham.errors import NonFiniteLoss, Preempted
+    from ham.errors import NonFiniteLoss
 
     try:
         hydra_main()
+    except stop.StopRequested as e:
+        if _rank() == 0:
+            _err(stop_line(e))
+        return EXIT_PREEMPTED
     except SystemExit as e:  # --help, argparse errors, a config error found by ValidateBeforeStart
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILED)
     except ConfigError as e:
@@ -247,12 +316,29 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
     except NonFiniteLoss as e:
         _err(str(e))
         return EXIT_FAILED
+    except StorageError as e:
+        _err(str(e))
+        return EXIT_FAILED
+    except OSError as e:
+        if e.errno not in _STORAGE_ERRNOS:
+            raise
+        fix = ("make it accessible, or choose another hydra.run.dir" if e.errno in (errno.EACCES, errno.EPERM) else
+               "free space or choose a writable hydra.run.dir, then rerun the same command to resume (earlier "
+               "checkpoints are intact)")
+        _err(f"cannot access {e.filename or 'a run file'}: {e.strerror}; {fix}")
+        return EXIT_FAILED
     except (HydraException, OmegaConfBaseException) as e:
         from ham.config import explain_hydra_error
 
         _err(explain_hydra_error(e))
         return EXIT_CONFIG
     return EXIT_OK
+
+
+def stop_line(e: stop.StopRequested) -> str:
+    detail = getattr(e, "detail", None) or "nothing new to save (checkpoints already there, if any, are intact)"
+    return (f"stopped by {stop.signal_name(e.signum)} before the first step; {detail}; exit {EXIT_PREEMPTED} "
+            f"(requeue to resume)")
 
 
 def setup() -> None:

@@ -140,9 +140,17 @@ def validate(cfg: DictConfig, *, world_size: int = 1, run_dir: Path | None = Non
         from ham.data.catalog import check_dataset, train_size_at_least
 
         ds = cfg.dataset
-        check_dataset(ds.name, cfg.data_dir, download=bool(ds.download))
-        if not (ds.name == "cifar100" and ds.download):
-            n = train_size_at_least(ds.name, cfg.data_dir, ds.options, gbs)
+        if cfg.data_dir is not None and Path(cfg.data_dir).exists() and not os.access(cfg.data_dir, os.R_OK | os.X_OK):
+            raise ConfigError(f"data_dir={cfg.data_dir} is not readable by this user (permission denied); allowed: "
+                              f"a directory this user can read")
+        try:
+            check_dataset(ds.name, cfg.data_dir, download=bool(ds.download))
+            n = None if ds.name == "cifar100" and ds.download else train_size_at_least(
+                ds.name, cfg.data_dir, ds.options, gbs)
+        except OSError as e:
+            raise ConfigError(f"data_dir={cfg.data_dir}: cannot read {e.filename or 'the dataset'} "
+                              f"({e.strerror or e}); allowed: a readable dataset directory") from None
+        if n is not None:
             if -(-n // world_size) < gbs // world_size:
                 raise ConfigError(f"trainer.global_batch_size={gbs} is larger than the training set of "
                                   f"dataset={ds.name} ({n} images); allowed: 1..{n}")
@@ -159,11 +167,18 @@ def check_resume(cfg: DictConfig, run_dir: Path | None) -> None:
         if not checkpoint_readable(path):
             raise ConfigError(f"resume={resume!r} is not a readable checkpoint (empty, truncated or not a torch "
                               f"checkpoint); allowed: auto, never, or a ckpt_*.pt written by train.py")
+    if resume not in ("auto", "never"):
+        changed = frozen_changes(cfg, Path(resume).parent.parent)  # a ckpt inside another run dir: its config
+        if changed:
+            key, old, new = changed[0]
+            raise ConfigError(f"resume={resume} comes from a run with {key}={_short(old)} (this run: {_short(new)}); "
+                              f"allowed: a checkpoint of a run with the same {key}")
     if run_dir is None:
         return
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"hydra.run.dir={run_dir} exists and is not a directory; choose another hydra.run.dir")
+    check_writable(run_dir)
     ckpts = sorted((run_dir / "checkpoints").glob("ckpt_*.pt")) if (run_dir / "checkpoints").is_dir() else []
     if not ckpts or resume != "auto":
         if resume == "never" and ckpts:
@@ -180,6 +195,27 @@ def check_resume(cfg: DictConfig, run_dir: Path | None) -> None:
         raise ConfigError(f"{key} changed from {_short(old)} to {_short(new)} since {run_dir} was started; its "
                           f"checkpoints cannot be resumed with a different {key}; allowed: the old value, or "
                           f"another hydra.run.dir")
+
+
+def check_writable(run_dir: Path) -> None:
+    """The run dir (or, if it does not exist yet, its nearest existing parent) and its checkpoints/ must be
+    writable: a read-only directory found at the first save would waste the whole interval before it."""
+    run_dir = Path(run_dir)
+    target = run_dir
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    targets = [target] + ([run_dir / "checkpoints"] if (run_dir / "checkpoints").is_dir() else [])
+    for p in targets:
+        if not p.is_dir():
+            raise ConfigError(f"hydra.run.dir={run_dir}: {p} is not a directory; choose another hydra.run.dir")
+        if not os.access(p, os.W_OK | os.X_OK):
+            try:
+                ro = bool(os.statvfs(p).f_flag & os.ST_RDONLY)
+            except OSError:
+                ro = False
+            why = "on a read-only filesystem" if ro else "not writable by this user"
+            raise ConfigError(f"hydra.run.dir={run_dir}: {p} is {why}; allowed: a writable hydra.run.dir "
+                              f"(or make {p} writable)")
 
 
 def checkpoint_readable(path: Path) -> bool:

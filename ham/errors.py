@@ -11,3 +11,8 @@ class Preempted(Exception):
 
 class NonFiniteLoss(RuntimeError):
     """The loss or the weights became NaN/inf; training stopped (exit code 1)."""
+
+
+class StorageError(OSError):
+    """Writing a run's files failed (full disk, read-only directory, quota): one line naming the path and the OS
+    reason (exit code 1); earlier files are intact."""

@@ -11,6 +11,7 @@ and summary.json, so it needs no bookkeeping beyond the manifest of what was ask
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -183,13 +184,54 @@ def write_manifest(sweep_dir: Path, *, table: str | None, blocks: list[Block], e
 def launch(blocks: list[Block], sweep_dir: Path, extra: list[str], how: Launch) -> list[int]:
     """Run every block's multirun: one after another locally; all at once on SLURM (each waits for its jobs)."""
     cmds = [multirun_command(b, sweep_dir, extra, how) for b in blocks]
-    if how.launcher == "local":
-        codes = []
-        for cmd in cmds:
-            codes.append(subprocess.call(cmd, cwd=REPO_ROOT))
-        return codes
-    procs = [subprocess.Popen(cmd, cwd=REPO_ROOT) for cmd in cmds]
-    return [p.wait() for p in procs]
+    with _forward_stop_signals() as running:
+        if how.launcher == "local":
+            codes = []
+            for cmd in cmds:
+                if running.stopped is not None:  # stopped: no new blocks; rerunning the sweep resumes
+                    break
+                p = subprocess.Popen(cmd, cwd=REPO_ROOT)
+                running.procs.append(p)
+                codes.append(p.wait())
+        else:
+            running.procs.extend(subprocess.Popen(cmd, cwd=REPO_ROOT) for cmd in cmds)
+            codes = [p.wait() for p in running.procs]
+    if running.stopped is not None:  # exit with the children's status (3: checkpointed, requeue)
+        raise SystemExit(next((c for c in codes if c), 3 if len(codes) < len(cmds) else 0))
+    return codes
+
+
+class _Running:
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.stopped: int | None = None
+
+
+@contextlib.contextmanager
+def _forward_stop_signals():
+    """SIGTERM/SIGINT/SIGUSR1 to sweep.py go to its running train.py children, which checkpoint and exit 3; sweep.py
+    waits for them (no orphan keeps writing into a run dir) and returns their codes."""
+    import signal
+
+    running = _Running()
+
+    def forward(signum, _frame):
+        running.stopped = signum
+        for p in running.procs:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
+
+    sigs = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1]
+    previous = {}
+    for sig in sigs:
+        with contextlib.suppress(ValueError):  # not the main thread
+            previous[sig] = signal.signal(sig, forward)
+    try:
+        yield running
+    finally:
+        for sig, prev in previous.items():
+            signal.signal(sig, prev)
 
 
 # ---------------------------------------------------------------- collect

@@ -94,6 +94,21 @@ def _imagenet(data_dir, *, img_size=None, augment=True, download=False, auto_aug
 
 
 # ------------------------------------------------------------------ CIFAR-100
+def _load_plain_pickle(f):
+    """Unpickle data made only of built-in containers and scalars (CIFAR's meta file: a dict of lists of str):
+    any reference to a class or function -- the way a pickle runs code -- is refused, so a hostile file in
+    data_dir cannot execute anything here. (The train/test batches are read by torchvision with pickle.load:
+    data_dir is trusted for those; see README "Faults".)"""
+    import pickle
+
+    class PlainUnpickler(pickle.Unpickler):
+        def find_class(self, module, name):
+            raise pickle.UnpicklingError(f"refusing {module}.{name} in {getattr(f, 'name', 'the file')}: "
+                                         f"only plain data is allowed")
+
+    return PlainUnpickler(f, encoding="latin1").load()
+
+
 def _cifar100_class():
     from torchvision.datasets import CIFAR100
 
@@ -106,10 +121,12 @@ def _cifar100_class():
             return all((base / name).is_file() for name, _ in self.train_list + self.test_list)
 
         def _load_meta(self) -> None:
-            import pickle
-
             with open(Path(self.root) / self.base_folder / self.meta["filename"], "rb") as f:
-                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+                meta = _load_plain_pickle(f)
+            classes = meta.get(self.meta["key"]) if isinstance(meta, dict) else None
+            if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+                raise ValueError(f"{f.name}: no list of class names under {self.meta['key']!r}")
+            self.classes = classes
             self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     return CIFAR100Files

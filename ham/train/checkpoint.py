@@ -7,7 +7,9 @@ across a crash, while the loader has to cope with a bad newest file anyway.
 Everything saved must be weights_only-loadable (tensors, numbers, strings, None, lists, tuples, dicts; no numpy
 arrays, no custom classes): loading uses ``torch.load(weights_only=True)`` and can never execute code.
 A truncated or corrupt newest checkpoint falls back to the previous one, with a warning on stderr.
-Single writer per directory (rank 0).
+Single writer per directory (rank 0, holding the run directory's lock: ham/train/runlock.py). Temp files are
+per process; a save removes only temps that are provably stale (their process is gone, or this process holds
+the run directory's lock and is therefore the only writer).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ham.train.io import atomic_torch_save
+from ham.train.io import atomic_torch_save, is_stale_temp
 
 _NAME = re.compile(r"ckpt_(\d+)\.pt")
 _TMP_GLOB = ".ckpt_*.pt.tmp-*"
@@ -55,15 +57,19 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int 
     final name holds either nothing or a complete file. Then retention: the ``keep`` newest checkpoints up to
     ``step`` stay; checkpoints with a LARGER step are deleted too (they belong to an abandoned timeline: a
     corrupt file we fell back from, or a run restarted from an older checkpoint), so "newest" stays "current".
-    Temp files left by a killed writer are removed.
+    Temp files left by a killed writer are removed (never another live writer's).
     """
     if keep < 1:
         raise ValueError(f"keep must be >= 1, got {keep}")
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = atomic_torch_save(state, checkpoint_path(ckpt_dir, step))
-    for stale in ckpt_dir.glob(_TMP_GLOB):  # a SIGKILL mid-write leaves one behind
-        stale.unlink(missing_ok=True)
+    from ham.train import runlock
+
+    sole = runlock.holds(ckpt_dir.parent)
+    for tmp in ckpt_dir.glob(_TMP_GLOB):  # a SIGKILL mid-write leaves one behind
+        if is_stale_temp(tmp, sole_writer=sole):
+            tmp.unlink(missing_ok=True)
     ckpts = list_checkpoints(ckpt_dir)
     older = [p for p in ckpts if _step_of(p) <= step]
     for p in older[:-keep] + [p for p in ckpts if _step_of(p) > step]:

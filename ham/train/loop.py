@@ -193,21 +193,102 @@ class Trainer:
             save_checkpoint(state, self.ckpt_dir, self.step, keep=self.cfg.trainer.keep_checkpoints)
 
     def maybe_resume(self) -> bool:
-        from ham.train.checkpoint import load_checkpoint_file, load_latest_checkpoint
+        """resume=auto: the newest checkpoint that loads AND fits this run (model keys and shapes, optimizer,
+        sparsifier state); one that does not is skipped with a warning (fall back to the next older). None
+        fits: ConfigError (exit 2) listing the files and the choices. resume=PATH must fit, else ConfigError."""
+        from ham.train.checkpoint import list_checkpoints, load_checkpoint_file
 
         resume = self.cfg.resume
-        if resume == "auto":
-            found = load_latest_checkpoint(self.ckpt_dir, map_location=self.env.device)
-            if found is None:
-                return False
-            state, path = found
-        elif resume == "never":
+        if resume == "never":
             return False
-        else:
-            state, path = load_checkpoint_file(Path(resume), map_location=self.env.device), Path(resume)
-        self.load_state_dict(state)
-        self._print(f"resumed from {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_in_epoch})")
-        return True
+        if resume != "auto":
+            path = Path(resume)
+            try:
+                self._load_fitting(load_checkpoint_file(path, map_location=self.env.device))
+            except (MemoryError, torch.OutOfMemoryError):
+                raise
+            except Exception as e:  # noqa: BLE001
+                from ham.errors import ConfigError
+
+                raise ConfigError(f"resume={resume} cannot be used for this run ({_reason(e)}); allowed: auto, "
+                                  f"never, or a checkpoint written by train.py with the same model, dataset and "
+                                  f"sparsifier") from None
+            self._print(f"resumed from {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_in_epoch})")
+            return True
+        candidates = list_checkpoints(self.ckpt_dir)[::-1]
+        if not candidates:
+            return False
+        for i, path in enumerate(candidates):
+            try:
+                self._load_fitting(load_checkpoint_file(path, map_location=self.env.device))
+            except (MemoryError, torch.OutOfMemoryError):
+                raise
+            except Exception as e:  # noqa: BLE001 -- corrupt, wrong model, missing keys: all mean "unusable"
+                nxt = candidates[i + 1].name if i + 1 < len(candidates) else "nothing"
+                self._print(f"warning: checkpoint {path.name} is unusable (corrupt or not this run's: "
+                            f"{_reason(e)}); falling back to {nxt}")
+                continue
+            self._print(f"resumed from {path} (step {self.step}, epoch {self.epoch}, batch {self.batch_in_epoch})")
+            return True
+        from ham.errors import ConfigError
+
+        names = ", ".join(p.name for p in candidates)
+        raise ConfigError(f"no checkpoint in {self.ckpt_dir} fits this run ({names}: corrupt or from another "
+                          f"model/sparsifier); move them away to start over, pass resume=PATH (a good checkpoint), "
+                          f"or use resume=never with a new hydra.run.dir")
+
+    def _load_fitting(self, state: dict[str, Any]) -> None:
+        """load_state_dict, all or nothing: checked against this run's structure first, and if loading still
+        fails part-way, the state before the attempt is put back."""
+        import copy
+
+        missing = [k for k in ("model", "optimizer", "scheduler", "sparsifier", "progress", "rng") if k not in state]
+        if missing:
+            raise KeyError(f"missing {', '.join(missing)}")
+        mine = self.model.state_dict()
+        theirs = state["model"]
+        if not isinstance(theirs, dict) or set(theirs) != set(mine):
+            diff = sorted(set(mine) ^ set(theirs if isinstance(theirs, dict) else {}))
+            raise ValueError(f"model keys differ ({len(diff)} keys, e.g. {', '.join(diff[:3])})")
+        bad = [k for k, v in mine.items() if getattr(theirs[k], "shape", None) != v.shape]
+        if bad:
+            raise ValueError(f"model shapes differ ({', '.join(bad[:3])})")
+        groups = state["optimizer"].get("param_groups", [])
+        if [len(g["params"]) for g in groups] != [len(g["params"]) for g in self.optimizer.param_groups]:
+            raise ValueError("optimizer parameter groups differ")
+        if not isinstance(state["sparsifier"], dict) or set(state["sparsifier"]) != set(self.sparsifier.state_dict()):
+            raise ValueError("sparsifier state differs")
+        before = copy.deepcopy(self.state_dict())
+        try:
+            self.load_state_dict(state)
+        except BaseException:
+            self.load_state_dict(before)
+            raise
+
+    def _check_storage(self) -> None:
+        """Before the first step: room for the next checkpoint (its temp file exists beside the old ones) and
+        model_final.pt, with a 25 % margin; else one line now rather than a failed save an interval later."""
+        if not self.env.is_main:
+            return
+        import shutil
+
+        from ham.errors import StorageError
+        from ham.train.checkpoint import list_checkpoints
+        from ham.train.io import _storage_error
+
+        try:
+            self.ckpt_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise (_storage_error(self.ckpt_dir, e) or e) from None
+        ckpts = list_checkpoints(self.ckpt_dir)
+        model_bytes = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        need = ckpts[-1].stat().st_size if ckpts else 3 * model_bytes  # weights + optimizer state
+        need = int(1.25 * (need + model_bytes))
+        free = shutil.disk_usage(self.ckpt_dir).free
+        if free < need:
+            raise StorageError(f"cannot write {self.ckpt_dir}: only {free / 2**20:.1f} MiB free, a checkpoint "
+                               f"needs about {need / 2**20:.1f} MiB (with margin); free space there or choose "
+                               f"another hydra.run.dir, then rerun the same command")
 
     # ------------------------------------------------------------------ signals
     def _install_signal_handlers(self) -> None:
@@ -284,10 +365,14 @@ class Trainer:
             bad = bad.to(torch.int32)
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bool(bad.item()):
+            from ham.train.checkpoint import list_checkpoints
+
             what = "loss or weights" if weights else "loss"
-            raise NonFiniteLoss(
-                f"training {what} became NaN/inf by step {self.step}; stopping. The last good checkpoint in "
-                f"{self.ckpt_dir} is intact (try a lower optimizer.lr or ham.alpha)")
+            ckpts = list_checkpoints(self.ckpt_dir)
+            kept = (f"the last good checkpoint {ckpts[-1]} is intact" if ckpts else
+                    f"no checkpoint was written yet ({self.ckpt_dir} is empty)")
+            raise NonFiniteLoss(f"training {what} became NaN/inf by step {self.step}; stopping; {kept} (try a "
+                                f"lower optimizer.lr or ham.alpha)")
 
     def _log_metrics(self) -> dict[str, Any]:
         from ham.train.metrics import l1_norm
@@ -343,6 +428,7 @@ class Trainer:
         cfg, t = self.cfg, self.cfg.trainer
         self.build()
         self.maybe_resume()
+        self._check_storage()
         wandb = OmegaConf.select(cfg, "logger.wandb")
         self.sinks = make_sinks(self.run_dir, is_main=self.env.is_main, resume_step=self.step,
                                 wandb=None if wandb is None else OmegaConf.to_container(wandb, resolve=True),
@@ -480,6 +566,10 @@ class Trainer:
     def _print(self, msg: str) -> None:
         if self.env.is_main:
             print(msg, file=sys.stderr, flush=True)
+
+
+def _reason(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:200]
 
 
 def _to_cpu(v):

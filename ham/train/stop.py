@@ -1,0 +1,102 @@
+"""Stop signals from the first line of train.py to the last byte of interpreter shutdown (no torch import).
+
+A scheduler's stop signal (SIGTERM; SIGUSR1 = SLURM's `--signal`; SIGUSR2 = submitit's pre-timeout signal) must
+never kill a job without an answer that requeues it. Phases:
+
+    start-up   (imports, Hydra, validation, DDP setup, build, resume)   install() -> StopRequested is raised at
+               once (a BaseException, so no `except Exception` swallows it) -> exit 3, "stopped before the first
+               step", naming the checkpoint a requeue resumes from, if there is one
+    training   the Trainer installs its own SIGTERM/SIGUSR1 handlers (checkpoint at the next step, exit 3); a
+               SIGUSR2 reaching ours is handed to the Trainer's handler
+    exiting    the outcome is decided (0/1/2/3): signals are ignored, and train.py blocks them for the interpreter
+               shutdown, so a late signal cannot turn "done" or "checkpoint saved" into 143
+
+A stop is sticky for the process: a multirun job that starts after a stop raises StopRequested at once.
+A signal that arrives before train.py's first line (the interpreter's own start, ~50 ms) still kills the process.
+"""
+
+from __future__ import annotations
+
+import signal
+from typing import Any
+
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, n))
+
+
+class StopRequested(BaseException):
+    """A stop signal arrived before training started (nothing new to save). Exit 3: requeue."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+_state: dict[str, Any] = {"mode": None, "stopped": None, "previous": {}}
+
+
+def signal_name(signum: int | None) -> str:
+    try:
+        return signal.Signals(signum).name
+    except (ValueError, TypeError):
+        return f"signal {signum}"
+
+
+def _handler(signum: int, frame: Any) -> None:
+    if _state["mode"] != "startup":  # exiting: the exit code is already decided
+        return
+    current = signal.getsignal(signal.SIGTERM)
+    if signum != signal.SIGTERM and callable(current) and current is not _handler:
+        return current(signum, frame)  # the Trainer owns stop handling now: let it checkpoint
+    _state["stopped"] = signum
+    raise StopRequested(signum)
+
+
+def install() -> None:
+    """Our handlers for every stop signal, mode start-up (idempotent; main thread only, else a no-op)."""
+    for sig in STOP_SIGNALS:
+        try:
+            prev = signal.signal(sig, _handler)
+        except ValueError:  # not the main thread
+            return
+        if prev is not _handler:
+            _state["previous"][sig] = prev
+    _state["mode"] = "startup"
+
+
+def installed() -> bool:
+    return _state["mode"] is not None
+
+
+def begin_job() -> None:
+    """A (multirun) job starts: handlers back to start-up mode; a stop received earlier stops this job too."""
+    if _state["mode"] is None:
+        return
+    install()
+    if _state["stopped"] is not None:
+        raise StopRequested(_state["stopped"])
+
+
+def mark_stopped(signum: int | None) -> None:
+    """The Trainer stopped on a signal (checkpoint saved): later jobs of this process must not start."""
+    _state["stopped"] = signum if signum is not None else signal.SIGTERM
+
+
+def exiting() -> None:
+    if _state["mode"] is not None:
+        _state["mode"] = "exiting"
+
+
+def restore() -> None:
+    """Give the previous handlers back (an in-process caller: tests, notebooks)."""
+    for sig, prev in _state["previous"].items():
+        try:
+            signal.signal(sig, prev if prev is not None else signal.SIG_DFL)
+        except (ValueError, TypeError):
+            pass
+    _state.update(mode=None, stopped=None, previous={})
+
+
+def block_for_exit() -> None:
+    """train.py, after the exit code is known: stop signals stay pending until the process is gone."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))
