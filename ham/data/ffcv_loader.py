@@ -74,7 +74,7 @@ class FFCVLoader:
         from ffcv.pipeline.compiler import Compiler
         from ffcv.transforms import ToDevice, ToTensor
 
-        from ham.data.ffcv_ops import SampleSeeds, SeededFixedSize, SeededRandomResizedCrop
+        from ham.data.ffcv_ops import NormalizeToFloat, SampleSeeds, SeededFixedSize, SeededRandomResizedCrop
 
         self.batches = ShardedBatches(n, batch_size, shuffle=train, seed=seed, rank=rank, world_size=world_size,
                                       drop_last=drop_last)
@@ -89,8 +89,11 @@ class FFCVLoader:
         else:
             self.decoder = SeededFixedSize(self.seeds, translate=translate, flip=flip)
         self._res = img_size
-        on_cuda = device.type == "cuda"
+        self.on_cuda = on_cuda = device.type == "cuda"
+        # CUDA: uint8 crosses to the GPU, normalised there; CPU: normalised by the decoding threads, ahead of use
         to_device = [ToDevice(device, non_blocking=True)] if on_cuda else []
+        cpu_norm = [] if on_cuda else [NormalizeToFloat(mean, std, scale=scale, gray=gray,
+                                                        channels_last=channels_last)]
         self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self._scale = float(scale)
@@ -99,7 +102,7 @@ class FFCVLoader:
         try:
             self.loader = Loader(str(path), batch_size=batch_size, num_workers=self.num_workers, os_cache=os_cache,
                                  order=OrderOption.SEQUENTIAL, drop_last=False, batches_ahead=batches_ahead,
-                                 pipelines={"image": [self.decoder, ToTensor(), *to_device],
+                                 pipelines={"image": [self.decoder, *cpu_norm, ToTensor(), *to_device],
                                             "label": [IntDecoder(), ToTensor(), *to_device]})
         finally:
             torch.set_num_threads(threads)  # ffcv sets torch's thread count to its own worker count
@@ -162,9 +165,12 @@ class FFCVLoader:
             yield self._to_float(images), labels.view(-1).to(self.device, torch.int64, copy=True)
 
     def _to_float(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, H, W, 3] (on the device) -> normalised float [B, C, H, W]: a new tensor (ffcv reuses its
-        buffers), channels_last when the trainer uses it."""
-        x = images.to(self.device, non_blocking=True).permute(0, 3, 1, 2)
+        """CUDA: uint8 [B, H, W, 3] on the device -> normalised float [B, C, H, W], a new tensor, channels_last
+        when the trainer uses it. CPU: already normalised by the pipeline; a view of ffcv's buffer, valid until
+        the batch after next is requested (ffcv's contract; the trainer uses each batch before asking again)."""
+        if not self.on_cuda:
+            return images.permute(0, 3, 1, 2) if self.channels_last else images
+        x = images.permute(0, 3, 1, 2)
         if self.gray:
             x = x[:, :1]
         x = (x.float() / self._scale - self._mean) / self._std
