@@ -30,6 +30,8 @@ from ham.data.ffcv_write import main as write_main  # noqa: E402
 from ham.data.loader import build_loader  # noqa: E402
 from ham.train.distributed import DistEnv  # noqa: E402
 
+# numba's dispatcher finalizers raise a harmless KeyError at garbage collection (compiled closures of ffcv's codegen)
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 ROOT = Path(__file__).resolve().parent.parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
 CPU = DistEnv()
