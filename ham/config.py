@@ -131,30 +131,51 @@ def validate(cfg: DictConfig, *, world_size: int = 1, run_dir: Path | None = Non
         raise ConfigError(f"trainer.global_batch_size={gbs} is not divisible by the world size {world_size}; "
                           f"allowed: a multiple of {world_size}")
     if cfg.dataset.loader == "ffcv":
-        import importlib.util
-
-        if importlib.util.find_spec("ffcv") is None:
-            raise ConfigError("dataset.loader=ffcv needs the ffcv extra (uv sync --extra ffcv, after apt-get install "
-                              "libopencv-dev libturbojpeg0-dev pkg-config); allowed now: torchvision")
+        problem = ffcv_unavailable()
+        if problem:
+            raise ConfigError(f"dataset.loader=ffcv needs ffcv, which {problem}; install the system libraries "
+                              f"(apt-get install -y libopencv-dev libturbojpeg0-dev pkg-config), then the extra "
+                              f"(uv sync --extra ffcv, or pip install 'ham-optim[ffcv]'); or dataset.loader=torchvision")
     if check_data:
-        from ham.data.catalog import check_dataset, train_size_at_least
+        from ham.data.catalog import check_dataset, read_ffcv_meta, train_size_at_least
 
         ds = cfg.dataset
         if cfg.data_dir is not None and Path(cfg.data_dir).exists() and not os.access(cfg.data_dir, os.R_OK | os.X_OK):
             raise ConfigError(f"data_dir={cfg.data_dir} is not readable by this user (permission denied); allowed: "
                               f"a directory this user can read")
         try:
-            check_dataset(ds.name, cfg.data_dir, download=bool(ds.download))
-            n = None if ds.name == "cifar100" and ds.download else train_size_at_least(
-                ds.name, cfg.data_dir, ds.options, gbs)
+            if ds.loader == "ffcv":
+                n = int(read_ffcv_meta(ds.name, cfg.data_dir)["train_size"])
+            else:
+                check_dataset(ds.name, cfg.data_dir, download=bool(ds.download))
+                n = None if ds.name == "cifar100" and ds.download else train_size_at_least(
+                    ds.name, cfg.data_dir, ds.options, gbs)
         except OSError as e:
             raise ConfigError(f"data_dir={cfg.data_dir}: cannot read {e.filename or 'the dataset'} "
                               f"({e.strerror or e}); allowed: a readable dataset directory") from None
-        if n is not None:
-            if -(-n // world_size) < gbs // world_size:
-                raise ConfigError(f"trainer.global_batch_size={gbs} is larger than the training set of "
-                                  f"dataset={ds.name} ({n} images); allowed: 1..{n}")
+        if n is not None and -(-n // world_size) < gbs // world_size:
+            raise ConfigError(f"trainer.global_batch_size={gbs} is larger than the training set of "
+                              f"dataset={ds.name} ({n} images); allowed: 1..{n}")
     check_resume(cfg, run_dir)
+
+
+def ffcv_unavailable() -> str | None:
+    """Why ffcv cannot run here (None: it can), without importing it (ffcv imports torch): the package must be
+    installed and its compiled library must load, i.e. find OpenCV and libturbojpeg."""
+    import ctypes
+    import importlib.util
+
+    spec = importlib.util.find_spec("ffcv")
+    if spec is None or not spec.submodule_search_locations:
+        return "is not installed"
+    libs = [p for d in spec.submodule_search_locations for p in Path(d).glob("_libffcv*.so")]
+    if not libs:
+        return "is installed without its compiled library (_libffcv)"
+    try:
+        ctypes.CDLL(str(libs[0]))
+    except OSError as e:
+        return f"cannot load its compiled library ({' '.join(str(e).split())})"
+    return None
 
 
 def check_resume(cfg: DictConfig, run_dir: Path | None) -> None:

@@ -102,6 +102,33 @@ class DeiTSmallModel(ModelConfig):
 
 # ------------------------------------------------------------------ dataset
 @dataclass
+class FFCVOptions:
+    """dataset.loader=ffcv: data_dir holds train.beton/val.beton from `python -m ham.data.ffcv_write`."""
+    num_workers: Optional[int] = opt(None, ge=1, doc="decoding threads per rank; null: trainer.num_workers")
+    os_cache: bool = opt(True, doc="memory-map the files through the OS page cache (shared by a node's ranks)")
+    batches_ahead: int = opt(3, ge=1, doc="batches decoded ahead of the training step")
+
+
+@dataclass
+class ProgressiveResizing:
+    enabled: bool = opt(False, doc="ffcv-imagenet's progressive resizing of the training crops")
+    start_res: int = opt(160, ge=32, doc="training resolution up to start_epoch")
+    end_res: int = opt(192, ge=32, doc="training resolution from end_epoch (in between: linear, multiples of 32)")
+    start_epoch: Optional[int] = opt(None, ge=0, doc="null: 65/88 of trainer.epochs (ffcv-imagenet)")
+    end_epoch: Optional[int] = opt(None, ge=1, doc="null: 76/88 of trainer.epochs (ffcv-imagenet)")
+
+
+@dataclass
+class ImageNetFFCVOptions(FFCVOptions):
+    progressive: ProgressiveResizing = opt(ProgressiveResizing())
+    eval_img_size: Optional[int] = opt(None, ge=32, doc="validation resolution; null: dataset.img_size")
+    test_time_flip: bool = opt(False, doc="validation logits averaged over the image and its mirror")
+
+
+FFCV_NATIVE_SIZE = {"cifar100": 32, "digits": 8}
+
+
+@dataclass
 class DatasetConfig(Component):
     name: str = opt(choices=DATASET_NAMES)
     loader: str = opt("torchvision", choices=("torchvision", "ffcv"))
@@ -109,6 +136,20 @@ class DatasetConfig(Component):
     download: bool = opt(False, doc="fetch the dataset when missing (cifar100 only)")
     augment: bool = opt(True)
     options: NoKwargs = opt(NoKwargs())
+    ffcv: FFCVOptions = opt(FFCVOptions(), doc="options of dataset.loader=ffcv")
+
+    @classmethod
+    def cross_check(cls, node, root, path):
+        if node.loader != "ffcv":
+            return
+        if node.name == "synthetic":
+            raise ConfigError(f"{path}.loader=ffcv is not available for dataset=synthetic (no files to read); "
+                              f"allowed: {path}.loader=torchvision, or dataset=imagenet|cifar100|digits")
+        native = FFCV_NATIVE_SIZE.get(node.name)
+        if native is not None and node.img_size != native:
+            raise ConfigError(f"{path}.img_size={node.img_size} does not fit {path}.loader=ffcv for "
+                              f"dataset={node.name} (its files hold {native}x{native} images and the loader does not "
+                              f"resize them); allowed: {path}.img_size={native}, or {path}.loader=torchvision")
 
 
 @dataclass
@@ -138,6 +179,42 @@ class SyntheticOptions:
 @dataclass
 class ImageNetDataset(DatasetConfig):
     options: ImageNetOptions = opt(ImageNetOptions())
+    ffcv: ImageNetFFCVOptions = opt(ImageNetFFCVOptions(), doc="options of dataset.loader=ffcv")
+
+    @classmethod
+    def cross_check(cls, node, root, path):
+        super().cross_check(node, root, path)
+        f, o = node.ffcv, node.options
+        tricks = [k for k, on in (("progressive.enabled", f.progressive.enabled),
+                                  ("eval_img_size", f.eval_img_size is not None),
+                                  ("test_time_flip", f.test_time_flip)) if on]
+        if node.loader != "ffcv":
+            if tricks:
+                raise ConfigError(f"{path}.ffcv.{tricks[0]} applies to {path}.loader=ffcv only (it is "
+                                  f"{node.loader}); allowed: {path}.loader=ffcv, or leave it at its default")
+            return
+        timm = [k for k in ("auto_augment", "interpolation") if o[k] is not None] + (["re_prob"] if o.re_prob else [])
+        if timm:
+            raise ConfigError(f"{path}.options.{timm[0]} is not available with {path}.loader=ffcv (its decoder does "
+                              f"RandomResizedCrop + flip, resizing with OpenCV's INTER_AREA); allowed: "
+                              f"{path}.options.{timm[0]}=null/0, or {path}.loader=torchvision")
+        model = _select(root, "model.name")
+        p = f.progressive
+        if p.enabled:
+            epochs = _select(root, "trainer.epochs")
+            start = p.start_epoch if p.start_epoch is not None else round(65 / 88 * epochs)
+            end = p.end_epoch if p.end_epoch is not None else round(76 / 88 * epochs)
+            if not 0 <= start < end <= epochs:
+                raise ConfigError(f"{path}.ffcv.progressive: start_epoch={start} and end_epoch={end} do not fit "
+                                  f"trainer.epochs={epochs}; allowed: 0 <= start_epoch < end_epoch <= {epochs}")
+            if p.start_res > p.end_res:
+                raise ConfigError(f"{path}.ffcv.progressive.start_res={p.start_res} is larger than end_res="
+                                  f"{p.end_res}; allowed: start_res <= end_res")
+        fixed = model == "deit_small"  # position embeddings for one patch grid
+        if fixed and (p.enabled or (f.eval_img_size is not None and f.eval_img_size != node.img_size)):
+            key = "progressive.enabled" if p.enabled else "eval_img_size"
+            raise ConfigError(f"{path}.ffcv.{key} does not fit model=deit_small (its position embeddings fix the "
+                              f"resolution to {path}.img_size={node.img_size}); allowed: the defaults, or a ResNet")
 
 
 @dataclass

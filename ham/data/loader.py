@@ -162,9 +162,9 @@ def build_loader(dataset: Dataset, *, batch_size: int, train: bool, seed: int, r
     if backend not in LOADER_BACKENDS:
         raise ConfigError(f"dataset.loader={backend!r} is not known; allowed: {', '.join(LOADER_BACKENDS)}")
     if backend == "ffcv":
-        # The seam for the FFCV backend (a later issue): the same ResumableLoader interface over .beton files.
-        raise ConfigError("dataset.loader='ffcv' is not available yet (it will need the ffcv extra: "
-                          "uv sync --extra ffcv); allowed now: torchvision")
+        # the ffcv backend reads data_dir's .beton files, not a Dataset: ham.data.ffcv_loader.build_ffcv_loaders
+        raise ConfigError("dataset.loader='ffcv' reads .beton files, not a Dataset: use "
+                          "ham.data.ffcv_loader.build_ffcv_loaders (the trainer does); here: backend='torchvision'")
     return ResumableLoader(dataset, batch_size=batch_size, train=train, seed=seed, rank=rank,
                            world_size=world_size, num_workers=num_workers, drop_last=drop_last,
                            pin_memory=pin_memory)

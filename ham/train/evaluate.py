@@ -10,8 +10,9 @@ import torch.nn.functional as F
 
 
 @torch.no_grad()
-def evaluate(model, loader, device: torch.device, *, autocast: Callable, channels_last: bool = False
-             ) -> dict[str, float]:
+def evaluate(model, loader, device: torch.device, *, autocast: Callable, channels_last: bool = False,
+             flip: bool = False) -> dict[str, float]:
+    """flip: average the logits of each image and its mirror image (test-time flip, ffcv-imagenet's lr_tta)."""
     # sums as one tensor: [loss, correct@1, correct@5, count]; one all-reduce and one host sync at the end
     totals = torch.zeros(4, dtype=torch.float64, device=device)
     loader.set_epoch(0)
@@ -22,6 +23,8 @@ def evaluate(model, loader, device: torch.device, *, autocast: Callable, channel
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast():
             logits = model(images).float()
+            if flip:
+                logits = (logits + model(images.flip(3)).float()) / 2
         k = min(5, logits.shape[1])
         top = logits.topk(k, dim=1).indices
         hit = top.eq(targets[:, None])

@@ -48,16 +48,25 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
 
         ds = cfg.dataset
-        train_ds, val_ds, self.data_info = build_datasets(
-            ds.name, cfg.data_dir, img_size=ds.img_size, augment=ds.augment, download=ds.download,
-            **OmegaConf.to_container(ds.options, resolve=True))
         self.per_rank_batch = t.global_batch_size // env.world_size
-        common = dict(seed=cfg.seed, rank=env.rank, world_size=env.world_size, num_workers=t.num_workers,
-                      pin_memory=env.device.type == "cuda", backend=ds.loader)
-        self.train_loader = build_loader(train_ds, batch_size=self.per_rank_batch, train=True, drop_last=True,
-                                         **common)
-        self.val_loader = build_loader(val_ds, batch_size=t.eval_batch_size or self.per_rank_batch, train=False,
-                                       drop_last=False, **common)
+        self.channels_last = (t.channels_last is True or (t.channels_last == "auto" and env.device.type == "cuda"
+                                                          and cfg.model.name.startswith("resnet")))
+        if ds.loader == "ffcv":  # data_dir's .beton files; uint8 to the device, normalised there
+            from ham.data.ffcv_loader import build_ffcv_loaders
+
+            self.train_loader, self.val_loader, self.data_info = build_ffcv_loaders(
+                cfg, env, per_rank_batch=self.per_rank_batch, eval_batch=t.eval_batch_size or self.per_rank_batch,
+                channels_last=self.channels_last)
+        else:
+            train_ds, val_ds, self.data_info = build_datasets(
+                ds.name, cfg.data_dir, img_size=ds.img_size, augment=ds.augment, download=ds.download,
+                **OmegaConf.to_container(ds.options, resolve=True))
+            common = dict(seed=cfg.seed, rank=env.rank, world_size=env.world_size, num_workers=t.num_workers,
+                          pin_memory=env.device.type == "cuda", backend=ds.loader)
+            self.train_loader = build_loader(train_ds, batch_size=self.per_rank_batch, train=True, drop_last=True,
+                                             **common)
+            self.val_loader = build_loader(val_ds, batch_size=t.eval_batch_size or self.per_rank_batch,
+                                           train=False, drop_last=False, **common)
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise ValueError(f"trainer.global_batch_size={t.global_batch_size} is larger than the training set "
@@ -67,8 +76,6 @@ class Trainer:
         model = build_model(cfg.model.name, self.data_info.num_classes, in_chans=self.data_info.in_chans,
                             img_size=self.data_info.img_size, **OmegaConf.to_container(cfg.model.kwargs))
         model.to(env.device)
-        self.channels_last = (t.channels_last is True or (t.channels_last == "auto" and env.device.type == "cuda"
-                                                          and cfg.model.name.startswith("resnet")))
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         self.model = model
@@ -409,7 +416,8 @@ class Trainer:
         self.model.eval()
         try:
             return evaluate(self.model, self.val_loader, self.env.device, autocast=self._autocast,
-                            channels_last=self.channels_last)
+                            channels_last=self.channels_last,
+                            flip=getattr(self.val_loader, "test_time_flip", False))
         finally:
             self.model.train()
 
