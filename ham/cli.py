@@ -319,6 +319,11 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
     except StorageError as e:
         _err(str(e))
         return EXIT_FAILED
+    except (HydraException, OmegaConfBaseException) as e:  # before OSError: MissingConfigException is an IOError
+        from ham.config import explain_hydra_error
+
+        _err(explain_hydra_error(e))
+        return EXIT_CONFIG
     except OSError as e:
         if e.errno not in _STORAGE_ERRNOS:
             raise
@@ -327,11 +332,6 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
                "checkpoints are intact)")
         _err(f"cannot access {e.filename or 'a run file'}: {e.strerror}; {fix}")
         return EXIT_FAILED
-    except (HydraException, OmegaConfBaseException) as e:
-        from ham.config import explain_hydra_error
-
-        _err(explain_hydra_error(e))
-        return EXIT_CONFIG
     return EXIT_OK
 
 
