@@ -19,6 +19,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from ham.slurm import SlurmOptions
+
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -36,13 +38,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--root", default="runs/sweeps", help="parent directory of sweeps")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
     p.add_argument("--nproc", type=int, default=1, help="local: DDP processes per job (hydra submitit_local)")
-    p.add_argument("--partition")
-    p.add_argument("--account")
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--gpus-per-node", type=int, default=0)
-    p.add_argument("--tasks-per-node", type=int, help="slurm: DDP ranks per node (default: GPUs per node, or 1)")
-    p.add_argument("--cpus-per-task", type=int, default=8)
-    p.add_argument("--timeout-min", type=int, default=24 * 60)
+    SlurmOptions.add_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="check every job, print the commands and exit")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="only collect results of an existing sweep")
     p.add_argument("--metric", default="val/top1")
@@ -65,9 +61,12 @@ def main(argv: list[str]) -> int:
         sweep.copy_reports(d, args.report_dir)
         return 0
     extra = list(args.overrides)
-    how = sweep.Launch(launcher=args.launcher, nproc=args.nproc, partition=args.partition, account=args.account,
-                       nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
-                       cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min)
+    try:
+        how = sweep.Launch(launcher=args.launcher, nproc=args.nproc,
+                           slurm=SlurmOptions.from_args(args) if args.launcher == "slurm" else None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.table:
         blocks = sweep.table_blocks(args.table, args.seeds, proxy_sparsity=args.proxy_sparsity)
     elif args.search:
@@ -76,8 +75,8 @@ def main(argv: list[str]) -> int:
         blocks = sweep.grid_blocks([], args.alpha, args.beta, args.seeds)
     try:
         # every job composed and checked here: a typo fails now, not in the 40th SLURM job. On SLURM the data
-        # usually lives only on the compute nodes: each job checks it there.
-        n = sweep.check_jobs(blocks, extra, check_data=args.launcher == "local")
+        # usually lives only on the compute nodes (each job checks it there); --dry-run never touches it.
+        n = sweep.check_jobs(blocks, extra, check_data=args.launcher == "local" and not args.dry_run)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
