@@ -124,8 +124,9 @@ class SlurmOptions:
         return ov
 
     def sbatch_script(self, train_args: list[str] = ()) -> str:
-        header = [f"#SBATCH --{k}" if v is True else f"#SBATCH --{k}={v}" for k, v in self.sbatch_options().items()]
-        header += ["#SBATCH --requeue", "#SBATCH --open-mode=append", "#SBATCH --output=slurm-%x-%j.out"]
+        opts = {"requeue": True, "open-mode": "append", "output": "slurm-%x-%j.out", **self.sbatch_options()}
+        opts = {**self.sbatch_options(), **{k: v for k, v in opts.items() if k not in self.sbatch_options()}}
+        header = [f"#SBATCH --{k}" if v is True else f"#SBATCH --{k}={v}" for k, v in opts.items()]
         args = " ".join(shlex.quote(a) for a in train_args)
         return _SCRIPT.format(header="\n".join(header), lead=self.signal_lead_s,
                               args=f'{args} "$@"' if args else '"$@"')

@@ -136,7 +136,7 @@ def wandb_failure_message(e: BaseException, mode: str) -> str:
     text = " ".join(str(e).split()) or type(e).__name__
     if len(text) > 160:
         text = text[:157] + "..."
-    return (f"logger=wandb: W&B could not start a {mode} run ({type(e).__name__}: {text}); fix: `wandb login` "
+    return (f"logger=wandb: W&B could not start (mode={mode}; {type(e).__name__}: {text}); fix: `wandb login` "
             f"(or set WANDB_API_KEY), or run with WANDB_MODE=offline and upload later with `wandb sync`")
 
 
