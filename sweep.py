@@ -2,7 +2,8 @@
 """alpha/beta grids, the paper's tables and Optuna searches as Hydra multiruns of train.py, plus their results.
 
     python sweep.py experiment=quickstart --alpha 0 100 200 --beta 0 1e-3 --seeds 0 1
-    python sweep.py --table table2 --seeds 0 1 2 --launcher slurm --partition gpu --gpus-per-node 4
+    python sweep.py --table table2 --seeds 0 1 2 --launcher slurm --partition gpu   # a 4xA100 node per job
+    python sweep.py experiment=quickstart --launcher slurm --partition cpu --gpus-per-node 0 --cpus-per-task 4
     python sweep.py --search ham_optuna experiment=quickstart --trials 20     # configs/hparams_search/
     python sweep.py --table proxy --seeds 0 1 2 3 4 --report-dir results/proxy   # the CPU proxy study (~20 min)
     python sweep.py --collect runs/sweeps/<name>          # table (results.md, runs.csv) + grid.png
