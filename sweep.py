@@ -92,6 +92,13 @@ def main(argv: list[str]) -> int:
         for block in blocks:
             print(" ".join(sweep.multirun_command(block, sweep_dir, launch_extra, how)))
         return 0
+    if how.launcher == "slurm":  # before anything is written: a request this cluster refuses is one line, exit 2
+        refused = how.slurm.check()
+        if refused:
+            print(f"error: SLURM refuses the job resources ({how.slurm.describe()}): {refused}; choose them with "
+                  f"--partition, --gpus-per-node (0 on a CPU partition), --tasks-per-node, --cpus-per-task, --time",
+                  file=sys.stderr)
+            return 2
     sweep.write_manifest(sweep_dir, table=args.table, blocks=blocks, extra=extra, expected=n)
     print(f"sweep {name}: {n} jobs in {len(blocks)} multirun(s) in {sweep_dir}", flush=True)
     codes = sweep.launch(blocks, sweep_dir, launch_extra, how)

@@ -123,6 +123,29 @@ class SlurmOptions:
                       f"{'true' if value is True else value}")
         return ov
 
+    def check(self) -> str | None:
+        """Ask the cluster (`sbatch --test-only`) whether it accepts these resources: None if it does (or there is
+        no sbatch here), else SLURM's complaint in one line, e.g. "Invalid generic resource (gres) specification"
+        when GPUs are asked of a CPU partition."""
+        import shutil
+
+        if shutil.which("sbatch") is None:
+            return None
+        flags = [f"--{k}" if v is True else f"--{k}={v}" for k, v in self.sbatch_options().items()]
+        try:
+            p = subprocess.run(["sbatch", "--test-only", *flags, "--wrap=true"], capture_output=True, text=True,
+                               timeout=60)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return None if isinstance(e, subprocess.TimeoutExpired) else str(e)
+        if p.returncode == 0:
+            return None
+        lines = [ln.removeprefix("sbatch: error: ").strip() for ln in p.stderr.splitlines() if ln.strip()]
+        return "; ".join(dict.fromkeys(lines)) or f"sbatch --test-only exited {p.returncode}"
+
+    def describe(self) -> str:
+        o = self.sbatch_options()
+        return " ".join(f"--{k}" if v is True else f"--{k}={v}" for k, v in o.items() if k not in ("job-name", "signal"))
+
     def sbatch_script(self, train_args: list[str] = ()) -> str:
         opts = {"requeue": True, "open-mode": "append", "output": "slurm-%x-%j.out", **self.sbatch_options()}
         opts = {**self.sbatch_options(), **{k: v for k, v in opts.items() if k not in self.sbatch_options()}}

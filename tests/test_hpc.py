@@ -271,3 +271,12 @@ def test_sweep_on_slurm_cpu_one_cell_failing_one_requeued_after_its_time_limit(t
             f"hydra.run.dir={ref}", timeout=1200)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _weights_equal(done / "model_final.pt", ref / "model_final.pt")
+
+
+def test_sweep_refuses_resources_the_cluster_rejects_before_writing_anything(tmp_path):
+    if not _slurm_up():
+        pytest.skip("no SLURM cluster (start one with ../shared/slurm/start-local-slurm.sh)")
+    p = run("sweep.py", "experiment=quickstart", "--launcher", "slurm", "--partition", "no_such_partition",
+            "--root", str(tmp_path))
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+    assert "SLURM refuses" in p.stderr and "partition" in p.stderr.lower() and not any(tmp_path.iterdir())
