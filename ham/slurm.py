@@ -156,7 +156,7 @@ class SlurmOptions:
 
     # ------------------------------------------------------------------ command line
     @staticmethod
-    def add_arguments(p: argparse.ArgumentParser, defaults: "SlurmOptions | None" = None) -> None:
+    def add_arguments(p: argparse.ArgumentParser, defaults: SlurmOptions | None = None) -> None:
         d = defaults or SlurmOptions()
         g = p.add_argument_group("SLURM resources (ham/slurm.py)")
         g.add_argument("--nodes", type=int, default=d.nodes)
@@ -177,7 +177,7 @@ class SlurmOptions:
                        help="another sbatch option, e.g. --extra mail-type=END (repeatable)")
 
     @classmethod
-    def from_args(cls, a: argparse.Namespace, **kw) -> "SlurmOptions":
+    def from_args(cls, a: argparse.Namespace, **kw) -> SlurmOptions:
         return cls(nodes=a.nodes, gpus_per_node=a.gpus_per_node, tasks_per_node=a.tasks_per_node,
                    cpus_per_task=a.cpus_per_task, partition=a.partition, account=a.account, qos=a.qos, time=a.time,
                    constraint=a.constraint, mem=a.mem, signal_lead_s=a.signal_lead_s, max_requeues=a.max_requeues,

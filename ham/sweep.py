@@ -330,7 +330,7 @@ def write_reports(sweep_dir: Path, metric: str = "val/top1") -> str:
     agg = aggregate(rows, keys, metric)
     with_paper = table in _TABLE_KEY
     lines = [f"## {sweep_dir.name}: {metric}" + (f" ({table})" if table else ""), "",
-             f"mean ± std over seeds; n = finished runs" + ("; paper = the paper's mean ± std" if with_paper else ""),
+             "mean ± std over seeds; n = finished runs" + ("; paper = the paper's mean ± std" if with_paper else ""),
              "",
              f"| {keys[0]} | {keys[1]} | {metric} | n |" + (" paper |" if with_paper else "") + " status |",
              "|---|---|---|---|" + ("---|" if with_paper else "") + "---|"]

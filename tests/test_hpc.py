@@ -89,7 +89,7 @@ def test_rerunning_a_finished_command_leaves_every_file_byte_identical(tmp_path)
     # and the run's own files not even rewritten (Hydra rewrites .hydra/*.yaml before the task, same bytes)
     assert {k: v for k, v in after.items() if not k.startswith(".hydra/")} == \
         {k: v for k, v in before.items() if not k.startswith(".hydra/")}
-    table = lambda out: out[out.index("train/loss") - 200 if "train/loss" in out else 0:]  # noqa: E731
+    table = lambda out: out[out.index("train/loss") - 200 if "train/loss" in out else 0:]
     assert table(again.stdout).strip().splitlines()[-3:] == table(first.stdout).strip().splitlines()[-3:]
 
 
@@ -132,7 +132,7 @@ def test_collect_shows_n_paper_numbers_and_marks_failed_and_unfinished(tmp_path)
     d = tmp_path / "table7_abc"
     d.mkdir()
     (d / "sweep.json").write_text(json.dumps({"table": "table7", "blocks": [], "extra": [], "expected_jobs": 5}))
-    cfg = lambda a, b, s: {"ham": {"alpha": a, "beta": b}, "optimizer": {"sam": False},  # noqa: E731
+    cfg = lambda a, b, s: {"ham": {"alpha": a, "beta": b}, "optimizer": {"sam": False},
                            "trainer": {"epochs": 200}, "seed": s}
     _fake_job(d, "j0", cfg(200, 0.016, 0), {"val/top1": 76.0})
     _fake_job(d, "j1", cfg(200, 0.016, 1), {"val/top1": 77.0})
@@ -205,15 +205,17 @@ def _wait(job_id: str, timeout: float) -> None:
     raise AssertionError(f"SLURM job {job_id} still queued after {timeout} s")
 
 
-# a run that needs a few minutes on one CPU core: a 1-minute limit with a 30 s signal lead interrupts it
-LONG = ["experiment=quickstart", "trainer.epochs=2", "trainer.max_steps=80", "trainer.log_every_steps=20",
+# A run that needs about a minute of training on one CPU core. SLURM checks signal times every ~30 s, so with a
+# 2-minute limit and a 100 s lead the signal comes 20-50 s into each attempt: always during training (start-up
+# takes ~10 s), and the run needs 2-3 attempts (SLURM holds a requeued job ~2 min before it starts again).
+LONG = ["experiment=quickstart", "trainer.epochs=5", "trainer.max_steps=200", "trainer.log_every_steps=20",
         "trainer.progress_bar=false",
         "trainer.checkpoint_every_steps=100000"]
 
 
 @pytest.mark.slow
 def test_sbatch_cpu_ddp_job_outlives_its_time_limit_is_requeued_and_matches_an_uninterrupted_run(tmp_path):
-    """The generated sbatch script on a CPU partition: 2 DDP tasks x 1 CPU, `--time=1` with a USR1 lead of 30 s.
+    """The generated sbatch script on a CPU partition: 2 DDP tasks x 1 CPU, `--time=2` with a USR1 lead of 100 s.
     The trainer checkpoints and exits 3, the script requeues, the requeued job resumes; the final weights equal
     those of the same 2-task job with a long time limit."""
     if not _slurm_up():
@@ -221,7 +223,7 @@ def test_sbatch_cpu_ddp_job_outlives_its_time_limit_is_requeued_and_matches_an_u
     common = ["--partition", _partition(), "--gpus-per-node", "0", "--tasks-per-node", "2", "--cpus-per-task", "1",
               "--extra", f"output={tmp_path}/slurm-%x-%j.out"]
     ids = {}
-    for name, limits in (("cut", ["--time", "1", "--signal-lead-s", "30"]), ("ref", ["--time", "20"])):
+    for name, limits in (("cut", ["--time", "2", "--signal-lead-s", "100"]), ("ref", ["--time", "20"])):
         script = tmp_path / f"{name}.sbatch"
         p = subprocess.run([sys.executable, "-m", "ham.slurm", *common, *limits, "--job-name", f"ham-{name}",
                             "-o", str(script), *LONG, f"hydra.run.dir={tmp_path / name}"],
@@ -253,7 +255,7 @@ def test_sweep_on_slurm_cpu_one_cell_failing_one_requeued_after_its_time_limit(t
         pytest.skip("no SLURM cluster (start one with ../shared/slurm/start-local-slurm.sh)")
     p = run("sweep.py", *LONG, "dataset=digits,cifar100", "data_dir=/nonexistent", "--alpha", "20", "--beta",
             "0.001", "--seeds", "0", "--launcher", "slurm", "--partition", _partition(), "--gpus-per-node", "0",
-            "--cpus-per-task", "1", "--time", "1", "--signal-lead-s", "30", "--max-requeues", "10",
+            "--cpus-per-task", "1", "--time", "2", "--signal-lead-s", "100", "--max-requeues", "10",
             "--root", str(tmp_path), "--name", "s", timeout=1800)
     d = tmp_path / "s"
     print(p.stdout[-3000:], p.stderr[-2000:])

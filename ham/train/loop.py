@@ -21,10 +21,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from ham.errors import NonFiniteLoss, Preempted
-from ham.train.preempt import submitit_signal
 from ham.sparse.base import sparse_update
 from ham.train.distributed import DDP_OPTIONS, AsyncAgreement, DistEnv
 from ham.train.io import atomic_torch_save, atomic_write_text
+from ham.train.preempt import submitit_signal
 
 
 class Trainer:
