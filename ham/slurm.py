@@ -209,8 +209,10 @@ export WANDB_RESUME=allow
 
 srun --kill-on-bad-exit=1 "$PYTHON" train.py {args}
 code=$?
-if [ "$code" -eq 3 ]; then
-    echo "preempted: checkpoint saved, requeueing job $SLURM_JOB_ID"
+# 3: the trainer saved a checkpoint on the signal. 138 (128 + USR1): the signal came during start-up, before the
+# trainer trapped it (SLURM may send it up to 60 s early): nothing to lose, requeue as well.
+if [ "$code" -eq 3 ] || [ "$code" -eq 138 ]; then
+    echo "preempted (exit $code): requeueing job $SLURM_JOB_ID"
     scontrol requeue "$SLURM_JOB_ID"
     exit 0
 fi

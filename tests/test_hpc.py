@@ -205,17 +205,17 @@ def _wait(job_id: str, timeout: float) -> None:
     raise AssertionError(f"SLURM job {job_id} still queued after {timeout} s")
 
 
-# A run that needs about a minute of training on one CPU core. SLURM checks signal times every ~30 s, so with a
-# 2-minute limit and a 100 s lead the signal comes 20-50 s into each attempt: always during training (start-up
-# takes ~10 s), and the run needs 2-3 attempts (SLURM holds a requeued job ~2 min before it starts again).
-LONG = ["experiment=quickstart", "trainer.epochs=5", "trainer.max_steps=200", "trainer.log_every_steps=20",
+# A run that needs ~100 s of training on one CPU core. SLURM may send --signal up to 60 s early (its event
+# resolution), so with a 2-minute limit and a 30 s lead the signal comes 30-90 s into each attempt: during training
+# (start-up takes ~10 s). The run needs 2-3 attempts; SLURM holds a requeued job ~2 min before it starts again.
+LONG = ["experiment=quickstart", "trainer.epochs=10", "trainer.max_steps=400", "trainer.log_every_steps=40",
         "trainer.progress_bar=false",
         "trainer.checkpoint_every_steps=100000"]
 
 
 @pytest.mark.slow
 def test_sbatch_cpu_ddp_job_outlives_its_time_limit_is_requeued_and_matches_an_uninterrupted_run(tmp_path):
-    """The generated sbatch script on a CPU partition: 2 DDP tasks x 1 CPU, `--time=2` with a USR1 lead of 100 s.
+    """The generated sbatch script on a CPU partition: 2 DDP tasks x 1 CPU, `--time=2` with a USR1 lead of 30 s.
     The trainer checkpoints and exits 3, the script requeues, the requeued job resumes; the final weights equal
     those of the same 2-task job with a long time limit."""
     if not _slurm_up():
@@ -223,7 +223,7 @@ def test_sbatch_cpu_ddp_job_outlives_its_time_limit_is_requeued_and_matches_an_u
     common = ["--partition", _partition(), "--gpus-per-node", "0", "--tasks-per-node", "2", "--cpus-per-task", "1",
               "--extra", f"output={tmp_path}/slurm-%x-%j.out"]
     ids = {}
-    for name, limits in (("cut", ["--time", "2", "--signal-lead-s", "100"]), ("ref", ["--time", "20"])):
+    for name, limits in (("cut", ["--time", "2", "--signal-lead-s", "30"]), ("ref", ["--time", "20"])):
         script = tmp_path / f"{name}.sbatch"
         p = subprocess.run([sys.executable, "-m", "ham.slurm", *common, *limits, "--job-name", f"ham-{name}",
                             "-o", str(script), *LONG, f"hydra.run.dir={tmp_path / name}"],
@@ -239,6 +239,7 @@ def test_sbatch_cpu_ddp_job_outlives_its_time_limit_is_requeued_and_matches_an_u
     log = (tmp_path / f"slurm-ham-cut-{ids['cut']}.out").read_text()
     print(log[-3000:])
     assert "requeueing job" in log and "resumed from" in log, log[-3000:]
+    assert re.search(r"checkpoint saved at step \d+; exit 3", log), log[-3000:]  # a signal during training
     assert log.count("training on 2 process(es)") >= 2
     for name in ids:
         assert (tmp_path / name / "summary.json").is_file(), (tmp_path / f"slurm-ham-{name}-{ids[name]}.out")
@@ -255,7 +256,7 @@ def test_sweep_on_slurm_cpu_one_cell_failing_one_requeued_after_its_time_limit(t
         pytest.skip("no SLURM cluster (start one with ../shared/slurm/start-local-slurm.sh)")
     p = run("sweep.py", *LONG, "dataset=digits,cifar100", "data_dir=/nonexistent", "--alpha", "20", "--beta",
             "0.001", "--seeds", "0", "--launcher", "slurm", "--partition", _partition(), "--gpus-per-node", "0",
-            "--cpus-per-task", "1", "--time", "2", "--signal-lead-s", "100", "--max-requeues", "10",
+            "--cpus-per-task", "1", "--time", "2", "--signal-lead-s", "30", "--max-requeues", "10",
             "--root", str(tmp_path), "--name", "s", timeout=1800)
     d = tmp_path / "s"
     print(p.stdout[-3000:], p.stderr[-2000:])
