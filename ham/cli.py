@@ -367,6 +367,13 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
 
         _err(explain_hydra_error(e))
         return EXIT_CONFIG
+    except Exception as e:
+        if not type(e).__module__.startswith("submitit"):
+            raise
+        # the submitit launcher could not submit (sbatch refused) or lost a job: one line, not a traceback
+        text = " ".join(str(e).split())
+        _err(f"SLURM/submitit: {type(e).__name__}: {text[:300]}")
+        return EXIT_FAILED
     return EXIT_OK
 
 
