@@ -205,12 +205,13 @@ def _wait(job_id: str, timeout: float) -> None:
     raise AssertionError(f"SLURM job {job_id} still queued after {timeout} s")
 
 
-# A run that needs ~100 s of training on one CPU core. SLURM may send --signal up to 60 s early (its event
-# resolution), so with a 2-minute limit and a 30 s lead the signal comes 30-90 s into each attempt: during training
-# (start-up takes ~10 s). The run needs 2-3 attempts; SLURM holds a requeued job ~2 min before it starts again.
-LONG = ["experiment=quickstart", "trainer.epochs=10", "trainer.max_steps=400", "trainer.log_every_steps=40",
-        "trainer.progress_bar=false",
-        "trainer.checkpoint_every_steps=100000"]
+# Runs that need ~100 s of training here (digits: ~70 steps/s with 2 DDP ranks, ~110 with one process). SLURM may
+# send --signal up to 60 s early (its event resolution), so with a 2-minute limit and a 30 s lead the signal comes
+# 30-90 s into each attempt: during training (start-up takes ~10 s). A run needs 2-3 attempts; SLURM holds a
+# requeued job ~2 min before it starts again.
+def long_run(epochs: int) -> list[str]:
+    return ["experiment=quickstart", f"trainer.epochs={epochs}", "trainer.log_every_steps=500",
+            "trainer.eval_every_epochs=1000", "trainer.progress_bar=false", "trainer.checkpoint_every_steps=100000"]
 
 
 @pytest.mark.slow
@@ -226,7 +227,7 @@ def test_sbatch_cpu_ddp_job_outlives_its_time_limit_is_requeued_and_matches_an_u
     for name, limits in (("cut", ["--time", "2", "--signal-lead-s", "30"]), ("ref", ["--time", "20"])):
         script = tmp_path / f"{name}.sbatch"
         p = subprocess.run([sys.executable, "-m", "ham.slurm", *common, *limits, "--job-name", f"ham-{name}",
-                            "-o", str(script), *LONG, f"hydra.run.dir={tmp_path / name}"],
+                            "-o", str(script), *long_run(160), f"hydra.run.dir={tmp_path / name}"],
                            capture_output=True, text=True, cwd=ROOT)
         assert p.returncode == 0, p.stderr
         assert not [ln for ln in script.read_text().splitlines() if ln.startswith("#SBATCH") and "gpu" in ln]
@@ -250,11 +251,11 @@ def test_sbatch_cpu_ddp_job_outlives_its_time_limit_is_requeued_and_matches_an_u
 def test_sweep_on_slurm_cpu_one_cell_failing_one_requeued_after_its_time_limit(tmp_path):
     """sweep.py --launcher slurm on a CPU partition: 2 jobs (Hydra's submitit launcher, hydra/launcher=ham_slurm).
     The CIFAR-100 job finds no data on the node: one line in its log, status failed in the collected table. The
-    digits job outlives its 1-minute limit: submitit's USR2 -> checkpoint -> requeue -> resume; it finishes with
+    digits job outlives its 2-minute limit: submitit's USR2 -> checkpoint -> requeue -> resume; it finishes with
     the weights of an uninterrupted local run."""
     if not _slurm_up():
         pytest.skip("no SLURM cluster (start one with ../shared/slurm/start-local-slurm.sh)")
-    p = run("sweep.py", *LONG, "dataset=digits,cifar100", "data_dir=/nonexistent", "--alpha", "20", "--beta",
+    p = run("sweep.py", *long_run(300), "dataset=digits,cifar100", "data_dir=/nonexistent", "--alpha", "20", "--beta",
             "0.001", "--seeds", "0", "--launcher", "slurm", "--partition", _partition(), "--gpus-per-node", "0",
             "--cpus-per-task", "1", "--time", "2", "--signal-lead-s", "30", "--max-requeues", "10",
             "--root", str(tmp_path), "--name", "s", timeout=1800)
@@ -270,7 +271,7 @@ def test_sweep_on_slurm_cpu_one_cell_failing_one_requeued_after_its_time_limit(t
     assert "1 failed" in results and "- failed: dataset=cifar100" in results and "| 1 |" in results
     done = next(d.glob("dataset=digits*"))
     ref = tmp_path / "ref"
-    r = run("train.py", *LONG, "dataset=digits", "ham.alpha=20", "ham.beta=0.001", "seed=0",
+    r = run("train.py", *long_run(300), "dataset=digits", "ham.alpha=20", "ham.beta=0.001", "seed=0",
             f"hydra.run.dir={ref}", timeout=1200)
     assert r.returncode == 0, r.stderr[-2000:]
     assert _weights_equal(done / "model_final.pt", ref / "model_final.pt")
