@@ -137,8 +137,8 @@ FAILED_MARK = "failed.json"   # a multirun job that failed: its one-line error (
 
 
 def train(cfg: DictConfig) -> Any:
-    """Hydra task function (see _train). A multirun job that fails leaves failed.json with its one-line error (and
-    prints it, in the job's log); a later success removes it."""
+    """Hydra task function (see _train). A multirun job that fails leaves failed.json with its one-line error (and,
+    under submitit, prints it in the job's log); a later success removes it."""
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
@@ -154,7 +154,8 @@ def train(cfg: DictConfig) -> Any:
             msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             if not isinstance(e, ConfigError):
                 msg = f"{type(e).__name__}: {msg}"
-            _err(msg)
+            if "SUBMITIT_EXECUTOR" in os.environ:  # the job's log (in-process, run_cli prints it)
+                _err(msg)
             with contextlib.suppress(OSError):
                 mark.parent.mkdir(parents=True, exist_ok=True)  # a refused job's empty dir may have been removed
                 mark.write_text(json.dumps({"status": "failed", "error": msg}) + "\n")
