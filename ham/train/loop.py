@@ -310,8 +310,10 @@ class Trainer:
         for sig in signals:
             with contextlib.suppress(ValueError):  # not in the main thread
                 previous = signal.signal(sig, handler)
-                if sig == submitit_sig:
-                    self.submitit_handler = previous  # requeues the job: called after the checkpoint (ham.cli)
+                if sig == submitit_sig:  # submitit's requeue handler: called after the checkpoint (ham.cli)
+                    from ham.train import stop
+
+                    self.submitit_handler = stop.original_handler(sig) if previous is stop._handler else previous
 
     def _should_stop(self) -> bool:
         if not self.env.distributed:
