@@ -2,7 +2,8 @@
 """alpha/beta grids, the paper's tables and Optuna searches as Hydra multiruns of train.py, plus their results.
 
     python sweep.py experiment=quickstart --alpha 0 100 200 --beta 0 1e-3 --seeds 0 1
-    python sweep.py --table table2 --seeds 0 1 2 --launcher slurm --partition gpu --gpus-per-node 4
+    python sweep.py --table table2 --seeds 0 1 2 --launcher slurm --partition gpu   # a 4xA100 node per job
+    python sweep.py experiment=quickstart --launcher slurm --partition cpu --gpus-per-node 0 --cpus-per-task 4
     python sweep.py --search ham_optuna experiment=quickstart --trials 20     # configs/hparams_search/
     python sweep.py --table proxy --seeds 0 1 2 3 4 --report-dir results/proxy   # the CPU proxy study (~20 min)
     python sweep.py --collect runs/sweeps/<name>          # table (results.md, runs.csv) + grid.png
@@ -18,6 +19,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from ham.slurm import SlurmOptions
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -36,13 +39,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--root", default="runs/sweeps", help="parent directory of sweeps")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
     p.add_argument("--nproc", type=int, default=1, help="local: DDP processes per job (hydra submitit_local)")
-    p.add_argument("--partition")
-    p.add_argument("--account")
-    p.add_argument("--nodes", type=int, default=1)
-    p.add_argument("--gpus-per-node", type=int, default=0)
-    p.add_argument("--tasks-per-node", type=int, help="slurm: DDP ranks per node (default: GPUs per node, or 1)")
-    p.add_argument("--cpus-per-task", type=int, default=8)
-    p.add_argument("--timeout-min", type=int, default=24 * 60)
+    SlurmOptions.add_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="check every job, print the commands and exit")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="only collect results of an existing sweep")
     p.add_argument("--metric", default="val/top1")
@@ -65,9 +62,12 @@ def main(argv: list[str]) -> int:
         sweep.copy_reports(d, args.report_dir)
         return 0
     extra = list(args.overrides)
-    how = sweep.Launch(launcher=args.launcher, nproc=args.nproc, partition=args.partition, account=args.account,
-                       nodes=args.nodes, gpus_per_node=args.gpus_per_node, tasks_per_node=args.tasks_per_node,
-                       cpus_per_task=args.cpus_per_task, timeout_min=args.timeout_min)
+    try:
+        how = sweep.Launch(launcher=args.launcher, nproc=args.nproc,
+                           slurm=SlurmOptions.from_args(args) if args.launcher == "slurm" else None)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.table:
         blocks = sweep.table_blocks(args.table, args.seeds, proxy_sparsity=args.proxy_sparsity)
     elif args.search:
@@ -76,8 +76,8 @@ def main(argv: list[str]) -> int:
         blocks = sweep.grid_blocks([], args.alpha, args.beta, args.seeds)
     try:
         # every job composed and checked here: a typo fails now, not in the 40th SLURM job. On SLURM the data
-        # usually lives only on the compute nodes: each job checks it there.
-        n = sweep.check_jobs(blocks, extra, check_data=args.launcher == "local")
+        # usually lives only on the compute nodes (each job checks it there); --dry-run never touches it.
+        n = sweep.check_jobs(blocks, extra, check_data=args.launcher == "local" and not args.dry_run)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -92,6 +92,13 @@ def main(argv: list[str]) -> int:
         for block in blocks:
             print(" ".join(sweep.multirun_command(block, sweep_dir, launch_extra, how)))
         return 0
+    if how.launcher == "slurm":  # before anything is written: a request this cluster refuses is one line, exit 2
+        refused = how.slurm.check()
+        if refused:
+            print(f"error: SLURM refuses the job resources ({how.slurm.describe()}): {refused}; choose them with "
+                  f"--partition, --gpus-per-node (0 on a CPU partition), --tasks-per-node, --cpus-per-task, --time",
+                  file=sys.stderr)
+            return 2
     sweep.write_manifest(sweep_dir, table=args.table, blocks=blocks, extra=extra, expected=n)
     print(f"sweep {name}: {n} jobs in {len(blocks)} multirun(s) in {sweep_dir}", flush=True)
     codes = sweep.launch(blocks, sweep_dir, launch_extra, how)

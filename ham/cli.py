@@ -133,10 +133,40 @@ class ValidateBeforeStart(Callback):
 # ------------------------------------------------------------------ the task
 _CREATED_BY_US: set[str] = set()  # run dirs that did not exist when this process validated them
 _LEFTOVERS_OK = {".hydra", "config.yaml", runlock.LOCK_NAME}
+FAILED_MARK = "failed.json"   # a multirun job that failed: its one-line error (sweep.py --collect marks the cell)
 
 
 def train(cfg: DictConfig) -> Any:
-    """Hydra task function: one run in Hydra's output dir. Returns `optimized_metric` of the summary (what
+    """Hydra task function (see _train). A multirun job that fails leaves failed.json with its one-line error (and,
+    under submitit, prints it in the job's log); a later success removes it."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if HydraConfig.get().mode != RunMode.MULTIRUN:
+        return _run(cfg)
+    mark = Path(HydraConfig.get().runtime.output_dir) / FAILED_MARK
+    try:
+        out = _run(cfg)
+    except (Preempted, runlock.RunDirBusy):
+        raise
+    except Exception as e:
+        if _rank() == 0:
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if not isinstance(e, ConfigError):
+                msg = f"{type(e).__name__}: {msg}"
+            if "SUBMITIT_EXECUTOR" in os.environ:  # the job's log (in-process, run_cli prints it)
+                _err(msg)
+            with contextlib.suppress(OSError):
+                mark.parent.mkdir(parents=True, exist_ok=True)  # a refused job's empty dir may have been removed
+                mark.write_text(json.dumps({"status": "failed", "error": msg}) + "\n")
+        raise
+    if _rank() == 0:
+        mark.unlink(missing_ok=True)
+    return out
+
+
+def _run(cfg: DictConfig) -> Any:
+    """One run in Hydra's output dir. Returns `optimized_metric` of the summary (what
     Hydra's optuna sweeper maximises) or None. Raises ConfigError / Preempted / NonFiniteLoss / StorageError on
     failure, StopRequested on a stop signal before the first step."""
     from hydra.core.hydra_config import HydraConfig
@@ -225,6 +255,12 @@ def _train(cfg: DictConfig, run_dir: Path) -> Any:
             from ham.train.sinks import format_summary_table
 
             print(format_summary_table(summary, run_dir))
+    except Preempted as e:
+        teardown_distributed()
+        from ham.train.preempt import hand_over
+
+        hand_over(e)  # under submitit: requeue (no return on rank 0)
+        raise
     finally:
         teardown_distributed()
     return _objective(cfg, summary)
@@ -331,6 +367,13 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
                "free space or choose a writable hydra.run.dir, then rerun the same command to resume (earlier "
                "checkpoints are intact)")
         _err(f"cannot access {e.filename or 'a run file'}: {e.strerror}; {fix}")
+        return EXIT_FAILED
+    except Exception as e:
+        if not type(e).__module__.startswith("submitit"):
+            raise
+        # the submitit launcher could not submit (sbatch refused) or lost a job: one line, not a traceback
+        text = " ".join(str(e).split())
+        _err(f"SLURM/submitit: {type(e).__name__}: {text[:300]}")
         return EXIT_FAILED
     return EXIT_OK
 

@@ -6,7 +6,13 @@ class ConfigError(ValueError):
 
 
 class Preempted(Exception):
-    """A stop signal arrived; a checkpoint was written. The process should exit with code 3 (requeue)."""
+    """A stop signal arrived; a checkpoint was written. The process should exit with code 3 (requeue), or, under
+    Hydra's submitit launcher, hand over to submitit's own handler (`requeue(signum, None)`), which requeues."""
+
+    def __init__(self, message: str, signum: int | None = None, requeue=None) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.requeue = requeue
 
 
 class NonFiniteLoss(RuntimeError):

@@ -16,6 +16,7 @@ import csv
 import hashlib
 import json
 import math
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ham.config import REPO_ROOT
+from ham.slurm import SlurmOptions
 
 PAPER_REFERENCE = REPO_ROOT / "results" / "paper_reference.json"
 TABLES = ("table2", "table3", "table7", "table8", "proxy")
@@ -115,34 +117,20 @@ def cell_of(table: str | None, cfg: dict[str, Any]) -> tuple[str, str]:
 # ---------------------------------------------------------------- launch
 @dataclass
 class Launch:
-    """How the jobs run: Hydra launcher overrides appended to every block."""
+    """How the jobs run: Hydra launcher overrides appended to every block. On SLURM every resource comes from
+    `slurm` (ham/slurm.py, the one place SLURM options become sbatch/submitit parameters)."""
     launcher: str = "local"          # local | slurm
     nproc: int = 1                   # local: DDP processes per job (submitit_local)
-    partition: str | None = None
-    account: str | None = None
-    nodes: int = 1
-    gpus_per_node: int = 0
-    tasks_per_node: int | None = None
-    cpus_per_task: int = 8
-    timeout_min: int = 24 * 60
+    slurm: SlurmOptions | None = None
 
     def overrides(self) -> list[str]:
         if self.launcher == "local":
             if self.nproc <= 1:
                 return []
             return ["hydra/launcher=submitit_local", f"hydra.launcher.tasks_per_node={self.nproc}",
-                    f"hydra.launcher.cpus_per_task={self.cpus_per_task}", f"hydra.launcher.timeout_min={self.timeout_min}"]
-        tasks = self.tasks_per_node or max(1, self.gpus_per_node)
-        ov = ["hydra/launcher=submitit_slurm", f"hydra.launcher.nodes={self.nodes}",
-              f"hydra.launcher.tasks_per_node={tasks}", f"hydra.launcher.cpus_per_task={self.cpus_per_task}",
-              f"hydra.launcher.timeout_min={self.timeout_min}"]
-        if self.gpus_per_node:
-            ov.append(f"hydra.launcher.gpus_per_node={self.gpus_per_node}")
-        if self.partition:
-            ov.append(f"hydra.launcher.partition={self.partition}")
-        if self.account:
-            ov.append(f"+hydra.launcher.additional_parameters.account={self.account}")
-        return ov
+                    f"hydra.launcher.cpus_per_task={max(1, (os.cpu_count() or 1) // self.nproc)}",
+                    "hydra.launcher.timeout_min=1440"]
+        return (self.slurm or SlurmOptions()).submitit_overrides()
 
 
 def multirun_command(block: Block, sweep_dir: Path, extra: list[str], launch: Launch) -> list[str]:
@@ -235,23 +223,63 @@ def _forward_stop_signals():
 
 
 # ---------------------------------------------------------------- collect
+_TABLE_KEY = {"table2": "table2_resnet50_imagenet_dense", "table3": "table3_resnet50_imagenet_sparse",
+              "table7": "table7_resnet18_cifar100_dense", "table8": "table8_deit_small_imagenet"}
+
+
+def paper_value(table: str | None, row: str, col: str) -> tuple[float, float | None] | None:
+    """The paper's (mean, std) for a cell of one of its tables (results/paper_reference.json), else None."""
+    if table not in _TABLE_KEY or not PAPER_REFERENCE.is_file():
+        return None
+    ref = json.loads(PAPER_REFERENCE.read_text()).get(_TABLE_KEY[table], {})
+    if table == "table8":
+        v = ref.get(col)
+    else:
+        cols, vals = ref.get("columns", []), ref.get(row)
+        v = vals[cols.index(col)] if vals is not None and col in cols else None
+    if v is None:
+        return None
+    v = v if isinstance(v, list) else [v, None]
+    return (float(v[0]), None if v[1] is None else float(v[1])) if v[0] is not None else None
+
+
+def _job_dirs(sweep_dir: Path) -> list[Path]:
+    """Every job directory Hydra made in the sweep (started, finished or failed)."""
+    return sorted(p for p in sweep_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+                  and ((p / "config.yaml").is_file() or (p / ".hydra" / "config.yaml").is_file()))
+
+
 def load_runs(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """(manifest, one row per job directory: its cell, seed, status and final metrics)."""
+    """(manifest, one row per job directory: its cell, seed, status (done | failed | unfinished), its error when
+    failed, and final metrics)."""
     from omegaconf import OmegaConf
 
     manifest = json.loads((sweep_dir / "sweep.json").read_text())
     rows = []
-    for cfg_path in sorted(sweep_dir.glob("*/config.yaml")):
-        cfg = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=False)
-        row_label, col_label = cell_of(manifest.get("table"), cfg)
-        row: dict[str, Any] = {"name": cfg_path.parent.name, "row": row_label, "col": col_label,
+    for job in _job_dirs(sweep_dir):
+        cfg_path = job / "config.yaml" if (job / "config.yaml").is_file() else job / ".hydra" / "config.yaml"
+        try:
+            cfg = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=False)
+            row_label, col_label = cell_of(manifest.get("table"), cfg)
+        except Exception as e:  # noqa: BLE001 -- an unreadable job still counts, as failed
+            cfg, (row_label, col_label) = {"ham": {}, "seed": None}, ("?", "?")
+            rows.append({"name": job.name, "row": row_label, "col": col_label, "status": "failed",
+                         "error": f"unreadable config: {e}"})
+            continue
+        row: dict[str, Any] = {"name": job.name, "row": row_label, "col": col_label,
                                "alpha": cfg["ham"]["alpha"], "beta": cfg["ham"]["beta"], "seed": cfg["seed"]}
-        summary_path = cfg_path.parent / "summary.json"
-        row["status"] = "done" if summary_path.is_file() else "unfinished"
+        summary_path, failed_path = job / "summary.json", job / "failed.json"
         if summary_path.is_file():
+            row["status"] = "done"
             s = json.loads(summary_path.read_text())
             row.update({k: s.get(k) for k in ("val/top1", "val/top5", "val/loss", "train/loss", "sparsity",
                                               "train/l1_norm", "wall_time_s", "steps")})
+        elif failed_path.is_file():
+            row["status"] = "failed"
+            with contextlib.suppress(OSError, ValueError):
+                row["error"] = json.loads(failed_path.read_text()).get("error")
+        else:
+            row["status"] = "unfinished"
         rows.append(row)
     return manifest, rows
 
@@ -263,19 +291,34 @@ def mean_std(vals: list[float]) -> tuple[float, float]:
 
 
 def aggregate(rows: list[dict[str, Any]], keys: tuple[str, ...], metric: str = "val/top1") -> list[dict[str, Any]]:
-    groups: dict[tuple, list[float]] = {}
+    """One entry per cell: mean, std and n of the finished runs' metric, and how many runs failed / are
+    unfinished (a cell with only failed runs has mean None)."""
+    groups: dict[tuple, dict[str, Any]] = {}
     for r in rows:
-        if r.get(metric) is not None:
-            groups.setdefault(tuple(r.get(k) for k in keys), []).append(float(r[metric]))
+        g = groups.setdefault(tuple(r.get(k) for k in keys), {"vals": [], "failed": 0, "unfinished": 0})
+        if r["status"] == "done" and r.get(metric) is not None:
+            g["vals"].append(float(r[metric]))
+        elif r["status"] == "failed":
+            g["failed"] += 1
+        elif r["status"] == "unfinished":
+            g["unfinished"] += 1
     out = []
-    for key, vals in groups.items():
-        m, sd = mean_std(vals)
-        out.append({**dict(zip(keys, key)), "mean": m, "std": sd, "n": len(vals)})
+    for key, g in groups.items():
+        m, sd = mean_std(g["vals"]) if g["vals"] else (None, None)
+        out.append({**dict(zip(keys, key)), "mean": m, "std": sd, "n": len(g["vals"]), "failed": g["failed"],
+                    "unfinished": g["unfinished"]})
     return out
 
 
+def _pm(m: float | None, sd: float | None) -> str:
+    if m is None:
+        return "—"
+    return f"{m:.2f}" if sd is None else f"{m:.2f} ± {sd:.2f}"
+
+
 def write_reports(sweep_dir: Path, metric: str = "val/top1") -> str:
-    """results.md (mean ± std per cell), runs.csv (every run), grid.png (alpha x beta) for grids and searches."""
+    """results.md (per cell: mean ± std and n, the paper's number where it has one, failed/unfinished runs
+    marked), runs.csv (every run), grid.png (alpha x beta) for grids and searches."""
     manifest, rows = load_runs(sweep_dir)
     with open(sweep_dir / "runs.csv", "w", newline="") as f:
         cols = sorted({k for r in rows for k in r})
@@ -285,24 +328,39 @@ def write_reports(sweep_dir: Path, metric: str = "val/top1") -> str:
     table = manifest.get("table")
     keys = ("row", "col") if table else ("alpha", "beta")
     agg = aggregate(rows, keys, metric)
-    lines = [f"| {keys[0]} | {keys[1]} | {metric} (mean ± std) | n |", "|---|---|---|---|"]
+    with_paper = table in _TABLE_KEY
+    lines = [f"## {sweep_dir.name}: {metric}" + (f" ({table})" if table else ""), "",
+             "mean ± std over seeds; n = finished runs" + ("; paper = the paper's mean ± std" if with_paper else ""),
+             "",
+             f"| {keys[0]} | {keys[1]} | {metric} | n |" + (" paper |" if with_paper else "") + " status |",
+             "|---|---|---|---|" + ("---|" if with_paper else "") + "---|"]
     for a in sorted(agg, key=lambda a: tuple(str(a[k]) for k in keys)):
-        lines.append(f"| {fmt(a[keys[0]])} | {fmt(a[keys[1]])} | {a['mean']:.2f} ± {a['std']:.2f} | {a['n']} |")
+        status = ", ".join(f"{a[k]} {k}" for k in ("failed", "unfinished") if a[k]) or "ok"
+        if a["failed"]:
+            status = f"**{status}**"
+        paper = paper_value(table, str(a["row"]), str(a["col"])) if with_paper else None
+        lines.append(f"| {fmt(a[keys[0]])} | {fmt(a[keys[1]])} | {_pm(a['mean'], a['std'])} | {a['n']} |"
+                     + (f" {_pm(*paper) if paper else '—'} |" if with_paper else "") + f" {status} |")
     done = sum(r["status"] == "done" for r in rows)
+    failed = [r for r in rows if r["status"] == "failed"]
+    unfinished = [r["name"] for r in rows if r["status"] == "unfinished"]
     expected = manifest.get("expected_jobs")
-    if expected is not None and done < expected:
-        unfinished = [r["name"] for r in rows if r["status"] != "done"]
-        lines.append(f"\n{done} of {expected} runs finished" + (f"; unfinished: {', '.join(unfinished[:5])}"
-                                                                 + (" ..." if len(unfinished) > 5 else "")
-                                                                 if unfinished else ""))
+    total = max(expected or 0, len(rows))
+    if done < total:
+        lines.append(f"\n{done} of {total} runs finished; {len(failed)} failed, {len(unfinished)} unfinished"
+                     + (f", {total - len(rows)} not started" if total > len(rows) else ""))
+        for r in failed[:10]:
+            lines.append(f"- failed: {r['name']}" + (f": {r['error']}" if r.get("error") else ""))
+        if unfinished:
+            lines.append(f"- unfinished: {', '.join(unfinished[:5])}" + (" ..." if len(unfinished) > 5 else ""))
     if table == "proxy":
         lines += ["", *paired_table(rows, metric)]
     text = "\n".join(lines)
     (sweep_dir / "results.md").write_text(text + "\n")
-    if not table and agg:
-        plot_alpha_beta(agg, sweep_dir / "grid.png", metric)
+    if not table and any(a["mean"] is not None for a in agg):
+        plot_alpha_beta(agg, sweep_dir / "grid.png", metric, title=f"{sweep_dir.name}: {metric}")
     if table == "proxy" and agg:
-        plot_paired(rows, sweep_dir / "proxy.png", metric)
+        plot_paired(rows, sweep_dir / "proxy.png", metric, title=f"{sweep_dir.name}: {metric}")
     return text
 
 
@@ -339,7 +397,7 @@ def paired_table(rows: list[dict[str, Any]], metric: str) -> list[str]:
     return lines
 
 
-def plot_paired(rows: list[dict[str, Any]], path: Path, metric: str) -> None:
+def plot_paired(rows: list[dict[str, Any]], path: Path, metric: str, title: str | None = None) -> None:
     """Baseline vs HAM per row: mean ± std bars and every seed as a dot."""
     import matplotlib
 
@@ -361,6 +419,8 @@ def plot_paired(rows: list[dict[str, Any]], path: Path, metric: str) -> None:
     lo = min(t[k] for n in names for t in pairs[n] for k in (1, 2))
     ax.set_ylim(max(0.0, lo - 3), 100.5 if "top1" in metric else None)
     ax.set_ylabel(metric)
+    if title:
+        ax.set_title(title, fontsize=9)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -380,7 +440,7 @@ def copy_reports(sweep_dir: Path, report_dir: Path | None) -> None:
             shutil.copy2(sweep_dir / name, report_dir / name)
 
 
-def plot_alpha_beta(agg: list[dict[str, Any]], path: Path, metric: str) -> None:
+def plot_alpha_beta(agg: list[dict[str, Any]], path: Path, metric: str, title: str | None = None) -> None:
     """A heatmap over alpha x beta (the paper's Fig. 6/7) for grids; a scatter coloured by the metric when the
     points do not form a grid (an Optuna search)."""
     import matplotlib
@@ -396,22 +456,31 @@ def plot_alpha_beta(agg: list[dict[str, Any]], path: Path, metric: str) -> None:
     if is_grid:
         grid = [[math.nan] * len(alphas) for _ in betas]
         for a in agg:
-            grid[betas.index(a["beta"])][alphas.index(a["alpha"])] = a["mean"]
+            grid[betas.index(a["beta"])][alphas.index(a["alpha"])] = math.nan if a["mean"] is None else a["mean"]
         im = ax.imshow(grid, cmap="viridis", origin="lower", aspect="auto")
         ax.set_xticks(range(len(alphas)), [fmt(a) for a in alphas])
         ax.set_yticks(range(len(betas)), [fmt(b) for b in betas])
-        for i, row in enumerate(grid):
-            for j, v in enumerate(row):
-                if not math.isnan(v):
-                    ax.text(j, i, f"{v:.2f}", ha="center", va="center", color="w", fontsize=8)
+        for a in agg:
+            i, j = betas.index(a["beta"]), alphas.index(a["alpha"])
+            label = "" if a["mean"] is None else f"{a['mean']:.2f}\n±{a['std']:.2f} (n={a['n']})"
+            if a["failed"] or a["unfinished"]:
+                label += "\n" + ", ".join(f"{a[k]} {k}" for k in ("failed", "unfinished") if a[k])
+            ax.text(j, i, label, ha="center", va="center", color="w" if a["mean"] is not None else "r", fontsize=7)
     else:
-        im = ax.scatter([a["alpha"] for a in agg], [a["beta"] for a in agg], c=[a["mean"] for a in agg],
+        done = [a for a in agg if a["mean"] is not None]
+        im = ax.scatter([a["alpha"] for a in done], [a["beta"] for a in done], c=[a["mean"] for a in done],
                         cmap="viridis", s=60, edgecolors="k")
-        best = max(agg, key=lambda a: a["mean"])
+        bad = [a for a in agg if a["mean"] is None]
+        if bad:
+            ax.scatter([a["alpha"] for a in bad], [a["beta"] for a in bad], marker="x", color="r", label="failed")
+            ax.legend(fontsize=7)
+        best = max(done, key=lambda a: a["mean"])
         ax.annotate(f"best {best['mean']:.2f}", (best["alpha"], best["beta"]), textcoords="offset points",
                     xytext=(6, 6), fontsize=8)
     ax.set_xlabel("alpha")
     ax.set_ylabel("beta")
+    if title:
+        ax.set_title(title, fontsize=9)
     fig.colorbar(im, ax=ax, label=metric)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

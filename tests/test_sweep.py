@@ -82,7 +82,7 @@ def test_dry_run_prints_the_hydra_multirun_commands(tmp_path):
                         "--root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.strip().splitlines()
-    assert len(lines) == 2 and all(" -m " in ln and "hydra/launcher=submitit_slurm" in ln for ln in lines)
+    assert len(lines) == 2 and all(" -m " in ln and "hydra/launcher=ham_slurm" in ln for ln in lines)
     assert "hydra.launcher.tasks_per_node=4" in lines[0] and "hydra.launcher.gpus_per_node=4" in lines[0]
     assert not any(tmp_path.iterdir())
 

@@ -24,6 +24,7 @@ from ham.errors import NonFiniteLoss, Preempted
 from ham.sparse.base import sparse_update
 from ham.train.distributed import DDP_OPTIONS, AsyncAgreement, DistEnv
 from ham.train.io import atomic_torch_save, atomic_write_text
+from ham.train.preempt import submitit_signal
 
 
 class Trainer:
@@ -302,9 +303,17 @@ class Trainer:
         def handler(signum, _frame):
             self._stop_signal = signum
 
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signals = [signal.SIGTERM, signal.SIGUSR1]
+        submitit_sig = submitit_signal()
+        if submitit_sig is not None:  # Hydra's submitit launcher: its pre-timeout signal (USR2) checkpoints too
+            signals.append(submitit_sig)
+        for sig in signals:
             with contextlib.suppress(ValueError):  # not in the main thread
-                signal.signal(sig, handler)
+                previous = signal.signal(sig, handler)
+                if sig == submitit_sig:  # submitit's requeue handler: called after the checkpoint (ham.cli)
+                    from ham.train import stop
+
+                    self.submitit_handler = stop.original_handler(sig) if previous is stop._handler else previous
 
     def _should_stop(self) -> bool:
         if not self.env.distributed:
@@ -488,7 +497,8 @@ class Trainer:
                 bar.set_postfix({"loss": f"{row['train/loss']:.4f}", "lr": f"{row['lr']:.3g}"})
             if self._should_stop():
                 self.save_checkpoint()
-                raise Preempted(f"stop signal received; checkpoint saved at step {self.step}")
+                raise Preempted(f"stop signal received; checkpoint saved at step {self.step}",
+                                signum=self._stop_signal, requeue=getattr(self, "submitit_handler", None))
             if self.step >= last_step:
                 break
             if self.step % t.checkpoint_every_steps == 0 and self.batch_in_epoch < self.steps_per_epoch:

@@ -131,6 +131,15 @@ def resolve_wandb_mode(mode: str) -> str:
     return chosen
 
 
+def wandb_failure_message(e: BaseException, mode: str) -> str:
+    """One line for a W&B start-up failure: what went wrong (wandb's first line) and the two ways out."""
+    text = " ".join(str(e).split()) or type(e).__name__
+    if len(text) > 160:
+        text = text[:157] + "..."
+    return (f"logger=wandb: W&B could not start (mode={mode}; {type(e).__name__}: {text}); fix: `wandb login` "
+            f"(or set WANDB_API_KEY), or run with WANDB_MODE=offline and upload later with `wandb sync`")
+
+
 class WandbSink:
     """A W&B run. `mode="offline"` needs no network and writes <dir>/wandb/offline-run-<time>-<id>/ (upload later
     with `wandb sync`); `mode="disabled"` never imports wandb and writes nothing. Pass the previous run's `.id` as
@@ -151,11 +160,14 @@ class WandbSink:
         import wandb
 
         os.makedirs(dir, exist_ok=True)
-        self.run = wandb.init(
-            project=project, entity=entity, group=group, tags=list(tags or []), name=name, mode=self.mode,
-            dir=str(dir), id=resume_id, resume="allow", config=to_jsonable(dict(cfg)),
-            # console="off": leave stdout/stderr alone (the progress bar and SLURM logs stay as they are)
-            settings=wandb.Settings(console="off", silent=True))
+        try:
+            self.run = wandb.init(
+                project=project, entity=entity, group=group, tags=list(tags or []), name=name, mode=self.mode,
+                dir=str(dir), id=resume_id, resume="allow", config=to_jsonable(dict(cfg)),
+                # console="off": leave stdout/stderr alone (the progress bar and SLURM logs stay as they are)
+                settings=wandb.Settings(console="off", silent=True))
+        except Exception as e:  # noqa: BLE001 -- no login, no network, a bad entity: one line with the fix
+            raise ConfigError(wandb_failure_message(e, self.mode)) from None
         self.id = self.run.id
 
     @property
@@ -178,6 +190,7 @@ class WandbSink:
         if self.run is None or self._finished:
             return
         self._finished = True
+        run_dir = self.run_dir
         self.run.finish(exit_code=exit_code)
         # run.finish() returns before wandb's background service has written the run file (offline runs were
         # seen with an empty .wandb right after it); teardown waits for the service, so once finish() returns the
@@ -185,6 +198,9 @@ class WandbSink:
         import wandb
 
         wandb.teardown()
+        if self.mode == "offline" and run_dir is not None:
+            print(f"W&B offline run saved in {run_dir}; upload it with: wandb sync {run_dir}", file=sys.stderr,
+                  flush=True)
 
 
 # --------------------------------------------------------------------------------------------------- progress

@@ -44,6 +44,11 @@ def signal_name(signum: int | None) -> str:
 def _handler(signum: int, frame: Any) -> None:
     if _state["mode"] != "startup":  # exiting: the exit code is already decided
         return
+    from ham.train.preempt import submitit_signal
+
+    prev = _state["previous"].get(signum)
+    if signum == submitit_signal() and callable(prev):
+        return prev(signum, frame)  # a submitit job: submitit's handler requeues it (nothing new to save yet)
     current = signal.getsignal(signal.SIGTERM)
     if signum != signal.SIGTERM and callable(current) and current is not _handler:
         return current(signum, frame)  # the Trainer owns stop handling now: let it checkpoint
@@ -61,6 +66,11 @@ def install() -> None:
         if prev is not _handler:
             _state["previous"][sig] = prev
     _state["mode"] = "startup"
+
+
+def original_handler(sig: int) -> Any:
+    """The handler `sig` had before install() (e.g. submitit's requeue handler), or None."""
+    return _state["previous"].get(sig)
 
 
 def installed() -> bool:
