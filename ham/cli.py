@@ -28,6 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from ham.config import register_resolvers
 from ham.errors import ConfigError, Preempted, StorageError
 from ham.train import runlock, stop
+from ham.train.world import detect_world
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PREEMPTED = 0, 1, 2, 3
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
@@ -42,15 +43,11 @@ def _err(msg: str) -> None:
 
 
 def _world_size() -> int:
-    env = os.environ
-    if "WORLD_SIZE" in env:
-        return int(env["WORLD_SIZE"])
-    return int(env.get("SLURM_NTASKS", "1")) if "SLURM_PROCID" in env else 1
+    return detect_world()[1]
 
 
 def _rank() -> int:
-    env = os.environ
-    return int(env.get("RANK", env.get("SLURM_PROCID", "0")))
+    return detect_world()[0]
 
 
 def _task_config(config: DictConfig) -> DictConfig:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ham.data.datasets import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
-from ham.data.loader import ShardedBatches, mix_seed
+from ham.data.loader import EpochPosition, ShardedBatches, mix_seed
 from ham.errors import ConfigError
 
 NATIVE_SIZE = {"cifar100": 32, "digits": 8}
@@ -59,7 +59,7 @@ class _GivenOrder:
         return self.order
 
 
-class FFCVLoader:
+class FFCVLoader(EpochPosition):
     """Iterates (float images on the device, normalised; int64 labels) for one rank over one .beton file.
     Same interface as ham.data.loader.ResumableLoader: set_epoch, set_start_batch, rank_indices, len."""
 
@@ -110,25 +110,7 @@ class FFCVLoader:
         self.loader.traversal_order = self._order
         self._epoch, self._start, self._running = 0, 0, None
 
-    # ---- the ResumableLoader interface
-    @property
-    def epoch(self) -> int:
-        return self._epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self._epoch, self._start = int(epoch), 0
-
-    def set_start_batch(self, k: int) -> None:
-        if not 0 <= k <= len(self):
-            raise ValueError(f"start batch {k} is outside 0..{len(self)}")
-        self._start = int(k)
-
-    def rank_indices(self, epoch: int) -> list[int]:
-        return self.batches.rank_indices(epoch)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
+    # ---- position: EpochPosition (set_epoch, set_start_batch, rank_indices, len)
     def batch_indices(self, epoch: int, start: int = 0) -> np.ndarray:
         """The dataset indices the next pass reads, in order: batches start.. of this rank's share of `epoch`."""
         bs = self.batches.batch_size

@@ -112,23 +112,14 @@ class ShardedBatches:
         return iter(requests)
 
 
-class ResumableLoader:
-    """Iterates (images, labels) for one rank. Call set_epoch(e) (and set_start_batch(k) when resuming
-    mid-epoch) before each pass; len() is the number of batches of a full epoch on this rank."""
+class EpochPosition:
+    """The position interface every loader backend shares, over its ShardedBatches `self.batches`: set_epoch(e)
+    (and set_start_batch(k) when resuming mid-epoch) before each pass; len() is the number of batches of a full
+    epoch on this rank."""
 
-    def __init__(self, dataset: Dataset, *, batch_size: int, train: bool, seed: int, rank: int = 0,
-                 world_size: int = 1, num_workers: int = 0, drop_last: bool | None = None,
-                 pin_memory: bool = False):
-        drop_last = train if drop_last is None else drop_last
-        self.batches = ShardedBatches(len(dataset), batch_size, shuffle=train, seed=seed, rank=rank,
-                                      world_size=world_size, drop_last=drop_last)
-        self._epoch, self._start = 0, 0
-        self.loader = DataLoader(
-            SeededBatches(dataset), batch_sampler=self.batches, num_workers=num_workers, pin_memory=pin_memory,
-            persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None,
-            # a private generator: creating an iterator must not consume the global torch RNG (bit-exact
-            # resume). It only sets the workers' base seeds; batches are seeded by (seed, epoch, rank, batch).
-            generator=torch.Generator().manual_seed(mix_seed(seed, rank)))
+    batches: ShardedBatches
+    _epoch: int = 0
+    _start: int = 0
 
     @property
     def epoch(self) -> int:
@@ -148,6 +139,24 @@ class ResumableLoader:
 
     def __len__(self) -> int:
         return len(self.batches)
+
+
+class ResumableLoader(EpochPosition):
+    """Iterates (images, labels) for one rank (torch DataLoader workers); position as EpochPosition."""
+
+    def __init__(self, dataset: Dataset, *, batch_size: int, train: bool, seed: int, rank: int = 0,
+                 world_size: int = 1, num_workers: int = 0, drop_last: bool | None = None,
+                 pin_memory: bool = False):
+        drop_last = train if drop_last is None else drop_last
+        self.batches = ShardedBatches(len(dataset), batch_size, shuffle=train, seed=seed, rank=rank,
+                                      world_size=world_size, drop_last=drop_last)
+        self._epoch, self._start = 0, 0
+        self.loader = DataLoader(
+            SeededBatches(dataset), batch_sampler=self.batches, num_workers=num_workers, pin_memory=pin_memory,
+            persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None,
+            # a private generator: creating an iterator must not consume the global torch RNG (bit-exact
+            # resume). It only sets the workers' base seeds; batches are seeded by (seed, epoch, rank, batch).
+            generator=torch.Generator().manual_seed(mix_seed(seed, rank)))
 
     def __iter__(self):
         self.batches.plan(self._epoch, self._start)

@@ -9,6 +9,8 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
+from ham.train.world import detect_world  # noqa: F401 (re-exported; torch-free for the CLI)
+
 
 def _ddp_options() -> dict:
     """DistributedDataParallel options of the trainer: grads are views into the all-reduce buckets (no extra
@@ -42,16 +44,6 @@ class DistEnv:
     def distributed(self) -> bool:
         """DDP path: several ranks, or one rank launched by torchrun (DDP over a group of one)."""
         return self.world_size > 1 or self.process_group
-
-
-def detect_world() -> tuple[int, int, int]:
-    """(rank, world_size, local_rank) from torchrun (RANK/WORLD_SIZE/LOCAL_RANK) or srun (SLURM_PROCID/...)."""
-    env = os.environ
-    if "RANK" in env and "WORLD_SIZE" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"]), int(env.get("LOCAL_RANK", 0))
-    if "SLURM_PROCID" in env and int(env.get("SLURM_NTASKS", "1")) > 1:
-        return int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"]), int(env.get("SLURM_LOCALID", 0))
-    return 0, 1, 0
 
 
 def setup_distributed(timeout_min: int = 30) -> DistEnv:
