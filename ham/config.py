@@ -290,9 +290,19 @@ def _short(v: Any) -> str:
 
 
 # ------------------------------------------------------------------ names of run and sweep directories
+# Keys that do not change what a run computes: where the data lives and how to treat an existing run dir (the
+# same set multirun job names exclude, configs/train.yaml hydra.job.config.override_dirname.exclude_keys).
+IDENTITY_EXCLUDED = ("hydra", "data_dir", "resume")
+
+
 def config_hash(cfg: DictConfig) -> str:
-    """Stable short hash of the resolved config (what makes two runs 'the same run'); ignores `hydra`."""
-    container = {k: v for k, v in OmegaConf.to_container(cfg, resolve=True).items() if k != "hydra"}
+    """Stable short hash of the resolved config (what makes two runs 'the same run').
+
+    Each top-level key is resolved on its own, never the root: the default run dir (`hydra.run.dir`) is computed
+    from this hash while Hydra resolves the root, so resolving `hydra` here would recurse into itself.
+    """
+    container = {k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                 for k in cfg if k not in IDENTITY_EXCLUDED}
     blob = json.dumps(container, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
 
@@ -301,10 +311,6 @@ def run_name(cfg: DictConfig) -> str:
     """Deterministic: the same command maps to the same dir, so rerunning it resumes (resume=auto)."""
     exp = cfg.get("experiment_name") or f"{cfg.model.name}_{cfg.dataset.name}"
     return f"{exp}_{cfg.sparsifier.name}_{config_hash(cfg)}"
-
-
-def default_run_dir(cfg: DictConfig) -> Path:
-    return Path("runs") / run_name(cfg)
 
 
 def job_dirname(override_dirname: str, num: Any) -> str:
