@@ -449,12 +449,21 @@ class TrainerConfig(Component):
     channels_last: Any = opt("auto", choices=AUTO_BOOL)
     compile: bool = opt(False)
     cudnn_benchmark: bool = opt(True)
-    num_workers: int = opt(8, ge=0)
+    num_workers: Any = opt("auto", doc="loader worker processes per rank; auto: the rank's cores - 1, at most 8")
+    threads: Any = opt("auto", doc="CPU threads per rank; auto: the rank's share of the cores, 1 for models "
+                                   "under 1M parameters (ham/train/threads.py)")
     preempt_check_every: int = opt(10, ge=1)
     progress_bar: Any = opt("auto", choices=AUTO_BOOL)
     deterministic: bool = opt(False)
     eval_batch_size: Optional[int] = opt(None, ge=1)
     mixup: Optional[MixupConfig] = opt(None, doc="timm Mixup/CutMix (DeiT recipe)")
+
+    @classmethod
+    def cross_check(cls, node, root, path):
+        for key, least in (("num_workers", 0), ("threads", 1)):
+            v = node[key]
+            if v != "auto" and (isinstance(v, bool) or not isinstance(v, int) or v < least):
+                raise ConfigError(f"{path}.{key}={_fmt(v)} is not allowed; allowed: auto or an integer >= {least}")
 
 
 @dataclass

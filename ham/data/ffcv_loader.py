@@ -171,6 +171,10 @@ def _workers(cfg, env) -> int:
 
     ffcv = cfg.dataset.ffcv
     n = ffcv.num_workers if ffcv.num_workers is not None else cfg.trainer.num_workers
+    if n == "auto":  # decoding threads, not processes: every core this rank may use
+        from ham.train.threads import cores_per_rank
+
+        n = cores_per_rank(env.world_size)
     cap = numba_config.NUMBA_NUM_THREADS  # numba refuses more threads than it started with (default: all cores)
     local = int(os.environ.get("LOCAL_WORLD_SIZE", env.world_size if env.device.type == "cpu" else 1))
     if env.device.type == "cpu" and local > 1:

@@ -120,20 +120,18 @@ def _cifar100(data_dir: Path, errors: _Errors):
 def _digits(val_fraction: float):
     import numpy as np
     import torch
-    from sklearn.datasets import load_digits
+    from ham.data.datasets import digits_split, load_digits_arrays
 
-    from ham.data.datasets import digits_split
-
-    d = load_digits()
-    y = torch.tensor(d.target, dtype=torch.int64)
+    images, target = load_digits_arrays()
+    y = torch.tensor(target, dtype=torch.int64)
     tr, va = digits_split(y, val_fraction)
-    ink = d.images.astype(np.uint8)  # the original 0..16 levels, exact
+    ink = images.astype(np.uint8)  # the original 0..16 levels, exact
     rgb = np.repeat(ink[..., None], 3, axis=-1)  # RGBImageField stores 3 channels; the loader reads one
-    x = torch.tensor(d.images, dtype=torch.float32)[tr] / 16.0
+    x = torch.tensor(images, dtype=torch.float32)[tr] / 16.0
     extra = {"num_classes": 10, "val_fraction": val_fraction, "ink_max": 16.0,
              "mean": float(x.mean()), "std": float(x.std())}  # the torchvision path's normalisation, same numbers
-    return {"train": ArrayImages(rgb[tr.numpy()], d.target[tr.numpy()]),
-            "val": ArrayImages(rgb[va.numpy()], d.target[va.numpy()])}, extra
+    return {"train": ArrayImages(rgb[tr.numpy()], target[tr.numpy()]),
+            "val": ArrayImages(rgb[va.numpy()], target[va.numpy()])}, extra
 
 
 # ------------------------------------------------------------------ writing

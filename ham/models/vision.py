@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import torchvision
 from torch import nn
 
 
 def resnet18_cifar(num_classes: int, in_chans: int = 3, img_size: int = 32, **kwargs) -> nn.Module:
     """torchvision ResNet18 with the usual CIFAR stem: 3x3 stride-1 first conv and no max-pool."""
+    import torchvision  # here, not at import: importing torchvision pulls in torch._dynamo (seconds)
+
     model = torchvision.models.resnet18(weights=None, num_classes=num_classes, **kwargs)
     model.conv1 = nn.Conv2d(in_chans, 64, kernel_size=3, stride=1, padding=1, bias=False)
     nn.init.kaiming_normal_(model.conv1.weight, mode="fan_out", nonlinearity="relu")
@@ -18,6 +19,8 @@ def resnet18_cifar(num_classes: int, in_chans: int = 3, img_size: int = 32, **kw
 def resnet50(num_classes: int, in_chans: int = 3, img_size: int = 224, zero_init_residual: bool = True,
              **kwargs) -> nn.Module:
     """torchvision ResNet50 (weights=None); zero-init of each block's last BN gamma (ffcv-imagenet, Goyal et al.)."""
+    import torchvision
+
     model = torchvision.models.resnet50(weights=None, num_classes=num_classes,
                                         zero_init_residual=zero_init_residual, **kwargs)
     if in_chans != 3:

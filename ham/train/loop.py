@@ -25,6 +25,7 @@ from ham.sparse.base import sparse_update
 from ham.train.distributed import DDP_OPTIONS, AsyncAgreement, DistEnv
 from ham.train.io import atomic_torch_save, atomic_write_text
 from ham.train.preempt import submitit_signal
+from ham.train.threads import apply_threads, choose_workers
 
 
 class Trainer:
@@ -62,7 +63,8 @@ class Trainer:
             train_ds, val_ds, self.data_info = build_datasets(
                 ds.name, cfg.data_dir, img_size=ds.img_size, augment=ds.augment, download=ds.download,
                 **OmegaConf.to_container(ds.options, resolve=True))
-            common = dict(seed=cfg.seed, rank=env.rank, world_size=env.world_size, num_workers=t.num_workers,
+            common = dict(seed=cfg.seed, rank=env.rank, world_size=env.world_size,
+                          num_workers=choose_workers(t.num_workers, env.world_size),
                           pin_memory=env.device.type == "cuda", backend=ds.loader)
             self.train_loader = build_loader(train_ds, batch_size=self.per_rank_batch, train=True, drop_last=True,
                                              **common)
@@ -76,6 +78,9 @@ class Trainer:
 
         model = build_model(cfg.model.name, self.data_info.num_classes, in_chans=self.data_info.in_chans,
                             img_size=self.data_info.img_size, **OmegaConf.to_container(cfg.model.kwargs))
+        threads_line = apply_threads(t.threads, model, env.world_size)
+        if env.is_main:
+            print(threads_line, file=sys.stderr, flush=True)
         model.to(env.device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
