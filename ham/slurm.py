@@ -24,7 +24,8 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TRAIN_SBATCH = Path(__file__).resolve().parent.parent / "slurm" / "train.sbatch"
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TRAIN_SBATCH = REPO_ROOT / "slurm" / "train.sbatch"
 
 
 def time_minutes(time: str) -> int:
@@ -146,12 +147,15 @@ class SlurmOptions:
         o = self.sbatch_options()
         return " ".join(f"--{k}" if v is True else f"--{k}={v}" for k, v in o.items() if k not in ("job-name", "signal"))
 
-    def sbatch_script(self, train_args: list[str] = ()) -> str:
+    def sbatch_script(self, train_args: list[str] = (), root: str | None = None) -> str:
+        """root: the clone holding train.py (and .venv); None: the submit directory (slurm/train.sbatch, which
+        is submitted from the clone)."""
         opts = {"requeue": True, "open-mode": "append", "output": "slurm-%x-%j.out", **self.sbatch_options()}
         opts = {**self.sbatch_options(), **{k: v for k, v in opts.items() if k not in self.sbatch_options()}}
         header = [f"#SBATCH --{k}" if v is True else f"#SBATCH --{k}={v}" for k, v in opts.items()]
         args = " ".join(shlex.quote(a) for a in train_args)
         return _SCRIPT.format(header="\n".join(header), lead=self.signal_lead_s,
+                              root=shlex.quote(root) if root else "${SLURM_SUBMIT_DIR:-.}",
                               args=f'{args} "$@"' if args else '"$@"')
 
     # ------------------------------------------------------------------ command line
@@ -199,15 +203,16 @@ _SCRIPT = """\
 {header}
 
 set -u
-cd "${{SLURM_SUBMIT_DIR:-.}}"
-PYTHON=${{PYTHON:-.venv/bin/python}}
+cd "${{SLURM_SUBMIT_DIR:-.}}"       # runs/ and slurm-*.out go where you submitted from
+HAM_ROOT=${{HAM_ROOT:-{root}}}   # the clone with train.py
+PYTHON=${{PYTHON:-$HAM_ROOT/.venv/bin/python}}   # uv's environment there; PYTHON=... for another one
 
 export MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)
 export MASTER_PORT=${{MASTER_PORT:-$((20000 + SLURM_JOB_ID % 20000))}}
 export OMP_NUM_THREADS=${{OMP_NUM_THREADS:-$SLURM_CPUS_PER_TASK}}
 export WANDB_RESUME=allow
 
-srun --kill-on-bad-exit=1 "$PYTHON" train.py {args}
+srun --kill-on-bad-exit=1 "$PYTHON" "$HAM_ROOT/train.py" {args}
 code=$?
 # 3: the trainer saved a checkpoint on the signal. 138 (128 + USR1): the signal came during start-up, before the
 # trainer trapped it (SLURM may send it up to 60 s early): nothing to lose, requeue as well.
@@ -226,6 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("train_args", nargs="*", help="train.py overrides baked into the script (more at sbatch time)")
     SlurmOptions.add_arguments(p)
     p.add_argument("--job-name", default="ham")
+    p.add_argument("--root", default=str(REPO_ROOT),
+                   help="the clone whose train.py and .venv the job runs (default: this one, %(default)s, so the "
+                        "script can be submitted from any directory); 'submit-dir': the directory sbatch runs in "
+                        "(how slurm/train.sbatch is generated)")
     p.add_argument("-o", "--output", type=Path, help="write the script here instead of stdout")
     p.add_argument("--submit", action="store_true", help="sbatch the script now (written to --output or a temp file)")
     a = p.parse_intermixed_args(argv)
@@ -234,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    text = opts.sbatch_script(a.train_args)
+    text = opts.sbatch_script(a.train_args, root=None if a.root == "submit-dir" else a.root)
     if not a.submit:
         if a.output:
             a.output.write_text(text)

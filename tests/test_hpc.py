@@ -60,7 +60,7 @@ def test_cpu_partition_asks_for_no_gpus_and_tasks_are_free():
 
 def test_train_sbatch_is_the_generator_output_for_a_4xa100_node():
     text = (ROOT / "slurm" / "train.sbatch").read_text()
-    assert text == SlurmOptions().sbatch_script()  # regenerate with: python -m ham.slurm > slurm/train.sbatch
+    assert text == SlurmOptions().sbatch_script()  # regenerate with: python -m ham.slurm --root submit-dir > slurm/train.sbatch
     assert "#SBATCH --gpus-per-node=4" in text and "#SBATCH --ntasks-per-node=4" in text and "--requeue" in text
     p = subprocess.run([sys.executable, "-m", "ham.slurm", "--gpus-per-node", "0", "--tasks-per-node", "2",
                         "--cpus-per-task", "1", "--time", "5", "experiment=quickstart"], capture_output=True,

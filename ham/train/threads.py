@@ -40,6 +40,9 @@ def ranks_on_this_host(world_size: int) -> int:
 
 
 def cores_per_rank(world_size: int) -> int:
+    cpus_per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if "SLURM_PROCID" in os.environ and cpus_per_task.isdigit():  # a SLURM step: its own allocation per task
+        return max(1, min(int(cpus_per_task), usable_cores()))
     return max(1, usable_cores() // ranks_on_this_host(world_size))
 
 
@@ -48,8 +51,7 @@ def choose_threads(setting: int | str, n_params: int, world_size: int) -> tuple[
     if setting != "auto":
         return int(setting), "trainer.threads"
     share = cores_per_rank(world_size)
-    ranks = ranks_on_this_host(world_size)
-    why = f"{usable_cores()} cores / {ranks} rank(s) on this host"
+    why = f"{share} of {usable_cores()} usable cores for this rank ({ranks_on_this_host(world_size)} on this host)"
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit() and 0 < int(omp) < share:
         share, why = int(omp), f"OMP_NUM_THREADS={omp}"
