@@ -5,7 +5,7 @@
     python sweep.py --table table2 --seeds 0 1 2 --launcher slurm --partition gpu   # a 4xA100 node per job
     python sweep.py experiment=quickstart --launcher slurm --partition cpu --gpus-per-node 0 --cpus-per-task 4
     python sweep.py --search ham_optuna experiment=quickstart --trials 20     # configs/hparams_search/
-    python sweep.py --table proxy --seeds 0 1 2 3 4 --report-dir results/proxy   # the CPU proxy study (~20 min)
+    python sweep.py --table proxy --seeds 0 1 2 3 4 --report-dir results/proxy   # the CPU proxy study (time: README)
     python sweep.py --collect runs/sweeps/<name>          # table (results.md, runs.csv) + grid.png
 
 Positional arguments are train.py overrides shared by every job. Each block of jobs is one
@@ -23,29 +23,61 @@ from pathlib import Path
 from ham.slurm import SlurmOptions
 
 
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not allowed; it must be >= 1")
+    return value
+
+
+def split_overrides(p: argparse.ArgumentParser, argv: list[str]) -> tuple[list[str], list[str]]:
+    """(train.py overrides, sweep.py's own arguments). An override (`key=value`, `+key=v`, `~key`) may stand
+    anywhere on the line, also after a list option (`--seeds 0 trainer.max_steps=44`); a `key=value` token is
+    an option's value only right after an option that takes one value (e.g. `--extra mail-type=END`)."""
+    single = {s for a in p._actions if isinstance(a, (argparse._StoreAction, argparse._AppendAction))
+              and a.option_strings and a.nargs is None for s in a.option_strings}
+    overrides, rest, prev = [], [], None
+    for token in argv:
+        is_override = not token.startswith("-") and ("=" in token or token.startswith("~"))
+        if is_override and prev not in single:
+            overrides.append(token)
+        else:
+            rest.append(token)
+        prev = token if token.startswith("-") and "=" not in token else None
+    return overrides, rest
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("overrides", nargs="*", help="train.py overrides shared by all jobs")
-    p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 200.0])
-    p.add_argument("--beta", type=float, nargs="+", default=[0.0, 1e-3])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("overrides", nargs="*", help="train.py overrides shared by all jobs (anywhere on the line)")
+    p.add_argument("--alpha", type=float, nargs="+", default=[0.0, 200.0],
+                   help="grid of ham.alpha values (default: %(default)s)")
+    p.add_argument("--beta", type=float, nargs="+", default=[0.0, 1e-3],
+                   help="grid of ham.beta values (default: %(default)s; a single value gives a 1-D grid)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of every cell (default: %(default)s)")
     what = p.add_mutually_exclusive_group()
     what.add_argument("--table", choices=["table2", "table3", "table7", "table8", "proxy"],
                       help="run one of the paper's tables instead of an alpha/beta grid")
     what.add_argument("--search", metavar="NAME", help="a configs/hparams_search/NAME.yaml search (e.g. ham_optuna)")
-    p.add_argument("--trials", type=int, help="--search: number of trials (default: the search config's)")
+    p.add_argument("--trials", type=positive_int, help="--search: number of trials (default: the search config's)")
     p.add_argument("--proxy-sparsity", type=float, default=0.95, help="--table proxy: the sparse rows' sparsity")
     p.add_argument("--name", help="sweep name (default: derived from the table/overrides plus a hash)")
     p.add_argument("--root", default="runs/sweeps", help="parent directory of sweeps")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
-    p.add_argument("--nproc", type=int, default=1, help="local: DDP processes per job (hydra submitit_local)")
+    p.add_argument("--nproc", type=positive_int, default=1, help="local: DDP processes per job (hydra submitit_local)")
     SlurmOptions.add_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="check every job, print the commands and exit")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="only collect results of an existing sweep")
     p.add_argument("--metric", default="val/top1")
     p.add_argument("--report-dir", type=Path, help="also copy results.md, runs.csv and plots here "
                                                    "(e.g. results/proxy)")
-    return p.parse_intermixed_args(argv)
+    overrides, rest = split_overrides(p, argv)
+    args = p.parse_intermixed_args(rest)
+    args.overrides = [*overrides, *args.overrides]
+    return args
 
 
 def main(argv: list[str]) -> int:
@@ -68,6 +100,20 @@ def main(argv: list[str]) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    needs = []  # the plugins this request uses: one line naming the extra, before anything is checked or written
+    if args.launcher == "slurm":
+        needs.append(("slurm", "--launcher slurm"))
+    elif args.nproc > 1:
+        needs.append(("slurm", f"--nproc {args.nproc} (Hydra's submitit_local launcher)"))
+    if args.search:
+        needs.append(("hpo", f"--search {args.search}"))
+    from ham.extras import missing_message
+
+    for extra, what in needs:
+        problem = missing_message(extra, what)
+        if problem:
+            print(f"error: {problem}", file=sys.stderr)
+            return 2
     if args.table:
         blocks = sweep.table_blocks(args.table, args.seeds, proxy_sparsity=args.proxy_sparsity)
     elif args.search:

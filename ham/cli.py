@@ -128,6 +128,8 @@ class ValidateBeforeStart(Callback):
 
 
 # ------------------------------------------------------------------ the task
+_DEFERRED: list[BaseException] = []  # a single run's failure, re-raised by run_cli after Hydra returns (Hydra
+# would print "Error executing job with overrides: [...]" before our one line)
 _CREATED_BY_US: set[str] = set()  # run dirs that did not exist when this process validated them
 _LEFTOVERS_OK = {".hydra", "config.yaml", runlock.LOCK_NAME}
 FAILED_MARK = "failed.json"   # a multirun job that failed: its one-line error (sweep.py --collect marks the cell)
@@ -140,7 +142,11 @@ def train(cfg: DictConfig) -> Any:
     from hydra.types import RunMode
 
     if HydraConfig.get().mode != RunMode.MULTIRUN:
-        return _run(cfg)
+        try:
+            return _run(cfg)
+        except Exception as e:  # noqa: BLE001 -- run_cli raises it again: one line, no Hydra preamble
+            _DEFERRED[:] = [e]
+            return None
     mark = Path(HydraConfig.get().runtime.output_dir) / FAILED_MARK
     try:
         out = _run(cfg)
@@ -331,8 +337,11 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
 
     from ham.errors import NonFiniteLoss
 
+    _DEFERRED.clear()
     try:
         hydra_main()
+        if _DEFERRED:
+            raise _DEFERRED.pop()
     except stop.StopRequested as e:
         if _rank() == 0:
             _err(stop_line(e))

@@ -63,6 +63,11 @@ def explain_hydra_error(e: BaseException) -> str:
         wanted = (m.group(1) if m else e.missing_cfg_file or "?").strip("/")
         if "/" in wanted:
             group, option = wanted.rsplit("/", 1)
+            from ham.extras import missing_for_option
+
+            needs_extra = missing_for_option(group, option)
+            if needs_extra:
+                return needs_extra
             if group in GROUPS or (CONFIG_DIR / group).is_dir():
                 return f"{group}={option} is not a known option; allowed: {', '.join(group_options(group))}"
         return _one_line(e)
@@ -126,6 +131,12 @@ def validate(cfg: DictConfig, *, world_size: int = 1, run_dir: Path | None = Non
     from ham import schema
 
     schema.check(cfg)
+    if cfg.logger.wandb is not None:
+        from ham.train.sinks import wandb_credentials_problem
+
+        problem = wandb_credentials_problem(cfg.logger.wandb.mode)
+        if problem:
+            raise ConfigError(problem)
     gbs = cfg.trainer.global_batch_size
     if gbs % world_size:
         raise ConfigError(f"trainer.global_batch_size={gbs} is not divisible by the world size {world_size}; "
@@ -324,7 +335,15 @@ def job_dirname(override_dirname: str, num: Any) -> str:
 def register_resolvers() -> None:
     """The resolvers train.yaml's `hydra:` section uses (idempotent)."""
     def _run_name(*, _root_: DictConfig) -> str:
-        return run_name(_root_)
+        if "model" in _root_:
+            return run_name(_root_)
+        # `--cfg hydra --resolve`: Hydra deleted the task keys before resolving; compose them again, from the same
+        # config and overrides, to show the directory the run would really get
+        from hydra import compose as hydra_compose
+        from hydra.core.hydra_config import HydraConfig
+
+        hc = HydraConfig.get()
+        return run_name(hydra_compose(str(hc.job.config_name), overrides=list(hc.overrides.task)))
 
     def _help() -> str:
         from ham.cli import help_text

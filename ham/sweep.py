@@ -178,11 +178,11 @@ def launch(blocks: list[Block], sweep_dir: Path, extra: list[str], how: Launch) 
             for cmd in cmds:
                 if running.stopped is not None:  # stopped: no new blocks; rerunning the sweep resumes
                     break
-                p = subprocess.Popen(cmd, cwd=REPO_ROOT)
+                p = subprocess.Popen(cmd)  # in the caller's directory: relative paths mean what they say
                 running.procs.append(p)
                 codes.append(p.wait())
         else:
-            running.procs.extend(subprocess.Popen(cmd, cwd=REPO_ROOT) for cmd in cmds)
+            running.procs.extend(subprocess.Popen(cmd) for cmd in cmds)
             codes = [p.wait() for p in running.procs]
     if running.stopped is not None:  # exit with the children's status (3: checkpointed, requeue)
         raise SystemExit(next((c for c in codes if c), 3 if len(codes) < len(cmds) else 0))

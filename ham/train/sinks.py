@@ -131,6 +131,25 @@ def resolve_wandb_mode(mode: str) -> str:
     return chosen
 
 
+def wandb_credentials_problem(mode: str) -> str | None:
+    """Why an online W&B run cannot start on this machine (no API key anywhere wandb looks), else None. Checked
+    before anything is created: without it wandb.init retries for ~50 s and only then fails."""
+    if resolve_wandb_mode(mode) != "online" or os.environ.get("WANDB_API_KEY"):
+        return None
+    import netrc
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    path = os.environ.get("NETRC") or os.path.join(os.path.expanduser("~"), ".netrc")
+    try:
+        if netrc.netrc(path).authenticators(host):
+            return None
+    except (OSError, netrc.NetrcParseError):
+        pass
+    return (f"logger=wandb: no W&B login on this machine (no WANDB_API_KEY, no {host} entry in {path}); fix: "
+            f"`wandb login` (or set WANDB_API_KEY), or run with WANDB_MODE=offline and upload later with `wandb sync`")
+
+
 def wandb_failure_message(e: BaseException, mode: str) -> str:
     """One line for a W&B start-up failure: what went wrong (wandb's first line) and the two ways out."""
     text = " ".join(str(e).split()) or type(e).__name__
