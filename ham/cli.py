@@ -19,6 +19,7 @@ import errno
 import json
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -110,6 +111,7 @@ class ValidateBeforeStart(Callback):
             jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
         else:  # a search sweeper (optuna) picks values itself: check the base config
             jobs = [[o.input_line for o in parsed if not o.is_sweep_override()]]
+        self._multirun_started = time.time()
         seen_data: set[tuple] = set()
         for job in jobs:
             try:
@@ -125,6 +127,45 @@ class ValidateBeforeStart(Callback):
             except ConfigError as e:
                 raise ConfigError(f"job {' '.join(job)}: {e}") from None
             seen_data.add(key)
+
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        """Launchers that run jobs in other processes (submitit) print nothing of them here: one line per job of
+        this multirun (finished now, already finished and skipped, failed, unfinished), and no empty `%j`
+        folder (submitit creates its folder pattern before the job ids exist)."""
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if str(config.hydra.launcher.get("_target_", "")).endswith("BasicLauncher") or not sweep_dir.is_dir():
+            return
+        with contextlib.suppress(OSError):
+            (sweep_dir / ".submitit" / "%j").rmdir()
+        if _rank() == 0:
+            for line in job_recap(sweep_dir, since=getattr(self, "_multirun_started", 0.0)):
+                print(line, flush=True)
+
+
+def job_recap(sweep_dir: Path, since: float) -> list[str]:
+    """One line per job directory Hydra (re)wrote since `since`."""
+    lines = []
+    for job in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "hydra.yaml").is_file()):
+        if (job / ".hydra" / "hydra.yaml").stat().st_mtime < since - 1:
+            continue  # a job of an earlier multirun in the same sweep dir
+        summary, failed = job / "summary.json", job / FAILED_MARK
+        if summary.is_file():
+            with contextlib.suppress(OSError, ValueError):
+                s = json.loads(summary.read_text())
+                when = "already finished (skipped)" if summary.stat().st_mtime < since - 1 else "finished"
+                top1 = s.get("val/top1")
+                shown = f"val/top1 {top1:.2f}" if isinstance(top1, (int, float)) else "no val/top1"
+                lines.append(f"{job.name}: {when}, {shown}, {s.get('steps', '?')} steps")
+                continue
+        if failed.is_file():
+            error = "?"
+            with contextlib.suppress(OSError, ValueError):
+                error = json.loads(failed.read_text()).get("error", "?")
+            lines.append(f"{job.name}: failed: {error}")
+        else:
+            lines.append(f"{job.name}: unfinished (rerun the same command to resume)")
+    return lines
 
 
 # ------------------------------------------------------------------ the task
