@@ -284,10 +284,10 @@ def load_runs(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     return manifest, rows
 
 
-def mean_std(vals: list[float]) -> tuple[float, float]:
+def mean_std(vals: list[float]) -> tuple[float, float | None]:
     m = sum(vals) / len(vals)
-    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
-    return m, sd
+    sd = math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    return m, sd  # sd None for one value: no spread to show (n=1, not ± 0.00)
 
 
 def aggregate(rows: list[dict[str, Any]], keys: tuple[str, ...], metric: str = "val/top1") -> list[dict[str, Any]]:
@@ -389,10 +389,10 @@ def paired_table(rows: list[dict[str, Any]], metric: str) -> list[str]:
         ham = [h for _, _, h in triples]
         diff = [h - b for b, h in zip(base, ham)]
         (mb, sb), (mh, sh), (md, sd) = mean_std(base), mean_std(ham), mean_std(diff)
-        p = float(stats.ttest_rel(ham, base, alternative="greater").pvalue) if len(diff) > 1 and sd > 0 else \
+        p = float(stats.ttest_rel(ham, base, alternative="greater").pvalue) if len(diff) > 1 and sd else \
             float("nan")
         wins = sum(d > 0 for d in diff)
-        lines.append(f"| {row} | {mb:.2f} ± {sb:.2f} | {mh:.2f} ± {sh:.2f} | {md:+.2f} ± {sd:.2f} | "
+        lines.append(f"| {row} | {_pm(mb, sb)} | {_pm(mh, sh)} | {md:+.2f}{'' if sd is None else f' ± {sd:.2f}'} | "
                      f"{wins}/{len(diff)} | {p:.3g} |")
     return lines
 
@@ -410,7 +410,7 @@ def plot_paired(rows: list[dict[str, Any]], path: Path, metric: str, title: str 
     for j, (col, dx, colour) in enumerate((("baseline", -0.18, "tab:gray"), ("HAM", 0.18, "tab:blue"))):
         vals = [[t[1 + j] for t in pairs[n]] for n in names]
         means = [mean_std(v)[0] for v in vals]
-        stds = [mean_std(v)[1] for v in vals]
+        stds = [mean_std(v)[1] or 0.0 for v in vals]  # one seed: no error bar
         xs = [i + dx for i in range(len(names))]
         ax.bar(xs, means, width=0.34, yerr=stds, color=colour, alpha=0.6, label=col, capsize=3)
         for x, v in zip(xs, vals):
@@ -420,7 +420,7 @@ def plot_paired(rows: list[dict[str, Any]], path: Path, metric: str, title: str 
     ax.set_ylim(max(0.0, lo - 3), 100.5 if "top1" in metric else None)
     ax.set_ylabel(metric)
     if title:
-        ax.set_title(title, fontsize=9)
+        ax.set_title(_wrap_title(title, fig.get_figwidth(), 8), fontsize=8)
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
@@ -438,6 +438,13 @@ def copy_reports(sweep_dir: Path, report_dir: Path | None) -> None:
     for name in ("results.md", "runs.csv", "grid.png", "proxy.png", "sweep.json"):
         if (sweep_dir / name).is_file():
             shutil.copy2(sweep_dir / name, report_dir / name)
+
+
+def _wrap_title(title: str, fig_width_in: float, fontsize: float) -> str:
+    import textwrap
+
+    chars = max(20, int(fig_width_in * 72 / (0.62 * fontsize)) - 4)
+    return "\n".join(textwrap.wrap(title, chars, break_on_hyphens=False)) if len(title) > chars else title
 
 
 def plot_alpha_beta(agg: list[dict[str, Any]], path: Path, metric: str, title: str | None = None) -> None:
@@ -462,7 +469,8 @@ def plot_alpha_beta(agg: list[dict[str, Any]], path: Path, metric: str, title: s
         ax.set_yticks(range(len(betas)), [fmt(b) for b in betas])
         for a in agg:
             i, j = betas.index(a["beta"]), alphas.index(a["alpha"])
-            label = "" if a["mean"] is None else f"{a['mean']:.2f}\n±{a['std']:.2f} (n={a['n']})"
+            spread = "" if a["std"] is None else f"±{a['std']:.2f} "
+            label = "" if a["mean"] is None else f"{a['mean']:.2f}\n{spread}(n={a['n']})"
             if a["failed"] or a["unfinished"]:
                 label += "\n" + ", ".join(f"{a[k]} {k}" for k in ("failed", "unfinished") if a[k])
             ax.text(j, i, label, ha="center", va="center", color="w" if a["mean"] is not None else "r", fontsize=7)
@@ -479,8 +487,8 @@ def plot_alpha_beta(agg: list[dict[str, Any]], path: Path, metric: str, title: s
                     xytext=(6, 6), fontsize=8)
     ax.set_xlabel("alpha")
     ax.set_ylabel("beta")
-    if title:
-        ax.set_title(title, fontsize=9)
+    if title:  # wrapped to the figure's width: a sweep name is long
+        ax.set_title(_wrap_title(title, fig.get_figwidth(), 8), fontsize=8)
     fig.colorbar(im, ax=ax, label=metric)
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -245,7 +245,8 @@ def test_summary_table_is_aligned_and_skips_missing_keys(tmp_path):
     assert lines[0] == lines[-2] and set(lines[0]) == {"="}
     assert len({len(ln) for ln in body}) == 1  # aligned
     assert [ln.split("  ")[0].strip() for ln in body] == ["train loss", "val top-1 (%)", "sign flips since init",
-                                                          "sparsity", "steps", "wall time", "images/s"]
+                                                          "sparsity", "steps", "wall time (training, eval, checkpoints)",
+                                                          "train images/s (last log interval)"]
     assert "0.1235" in table and "91.50" in table and "3.10%" in table and "1:02:05" in table
     assert lines[-1] == f"run dir: {tmp_path}"
 

@@ -342,8 +342,8 @@ _TABLE_ROWS = [
     ("sign flips since init", "train/sign_flips_init", "{:.2%}"),
     ("sparsity", "sparsity", "{:.2%}"),
     ("steps", "steps", "{:d}"),
-    ("wall time", "wall_time_s", None),
-    ("images/s", "train/images_per_s", "{:.0f}"),
+    ("wall time (training, eval, checkpoints)", "wall_time_s", None),
+    ("train images/s (last log interval)", "train/images_per_s", "{:.0f}"),
 ]
 
 
