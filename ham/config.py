@@ -147,7 +147,11 @@ def validate(cfg: DictConfig, *, world_size: int = 1, run_dir: Path | None = Non
             raise ConfigError(f"dataset.loader=ffcv needs ffcv, which {problem}; install the system libraries "
                               f"(apt-get install -y libopencv-dev libturbojpeg0-dev pkg-config), then the extra "
                               f"(uv sync --extra ffcv, or pip install 'ham-optim[ffcv]'); or dataset.loader=torchvision")
-    if check_data:
+    if check_data and cfg.dataset.smoke_images is not None:  # generated stand-in data: nothing on disk
+        if cfg.dataset.smoke_images < gbs:
+            raise ConfigError(f"trainer.global_batch_size={gbs} is larger than dataset.smoke_images="
+                              f"{cfg.dataset.smoke_images}; allowed: smoke_images >= the global batch")
+    elif check_data:
         from ham.data.catalog import check_dataset, read_ffcv_meta, train_size_at_least
 
         ds = cfg.dataset
@@ -321,6 +325,8 @@ def config_hash(cfg: DictConfig) -> str:
 def run_name(cfg: DictConfig) -> str:
     """Deterministic: the same command maps to the same dir, so rerunning it resumes (resume=auto)."""
     exp = cfg.get("experiment_name") or f"{cfg.model.name}_{cfg.dataset.name}"
+    if OmegaConf.select(cfg, "dataset.smoke_images") is not None:
+        exp += "_smoke"
     return f"{exp}_{cfg.sparsifier.name}_{config_hash(cfg)}"
 
 

@@ -137,9 +137,14 @@ class DatasetConfig(Component):
     augment: bool = opt(True)
     options: NoKwargs = opt(NoKwargs())
     ffcv: FFCVOptions = opt(FFCVOptions(), doc="options of dataset.loader=ffcv")
+    smoke_images: Optional[int] = opt(None, ge=1, doc="smoke tests (smoke=cpu): this many generated training "
+                                                      "images of the dataset's shape instead of its files")
 
     @classmethod
     def cross_check(cls, node, root, path):
+        if node.smoke_images is not None and node.loader == "ffcv":
+            raise ConfigError(f"{path}.smoke_images={node.smoke_images} does not go with {path}.loader=ffcv (no "
+                              f"files are read); allowed: {path}.loader=torchvision with smoke_images")
         if node.loader != "ffcv":
             return
         if node.name == "synthetic":

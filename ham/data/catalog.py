@@ -12,6 +12,8 @@ from ham.errors import ConfigError
 DATASET_NAMES = ("imagenet", "cifar100", "digits", "synthetic")
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_TRAIN_SIZE = 50_000
+# (classes, channels) of each real dataset: what `dataset.smoke_images` generates in its place
+DATASET_SHAPES = {"imagenet": (1000, 3), "cifar100": (100, 3), "digits": (10, 1)}
 # scikit-learn's bundled digits: images per class 0..9 (a fixed file shipped with the package)
 DIGITS_CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 

@@ -34,9 +34,12 @@ class DatasetInfo:
 
 
 def build_datasets(name: str, data_dir: str | None, *, img_size: int | None = None, augment: bool = True,
-                   download: bool = False, **options: Any) -> tuple[Dataset, Dataset, DatasetInfo]:
+                   download: bool = False, smoke_images: int | None = None,
+                   **options: Any) -> tuple[Dataset, Dataset, DatasetInfo]:
     """(train, val, info). img_size=None means the dataset's native size (imagenet 224, cifar100 32, digits 8,
     synthetic 32). `options` are dataset-specific keyword arguments (the config's dataset.options)."""
+    if smoke_images is not None:
+        return _stand_in(name, smoke_images, img_size, options)
     check_dataset(name, data_dir, download=download)
     builder = {"imagenet": _imagenet, "cifar100": _cifar100, "digits": _digits, "synthetic": _synthetic}[name]
     allowed = [p for p in inspect.signature(builder).parameters if p not in ("data_dir", "img_size", "augment",
@@ -260,6 +263,21 @@ class SyntheticImages(Dataset):
         label = i % self.num_classes
         img = torch.randn(self.shape, generator=g) + 0.5 * label / self.num_classes  # weakly learnable
         return img, label
+
+
+def _stand_in(name: str, n: int, img_size: int | None, options: dict[str, Any]):
+    """Generated images with `name`'s classes, channels and size (dataset.smoke_images): a preset's whole code
+    path without its data."""
+    from ham.data.catalog import DATASET_SHAPES
+
+    if name in DATASET_SHAPES:
+        classes, chans = DATASET_SHAPES[name]
+    else:
+        classes, chans = int(options.get("num_classes", 10)), int(options.get("in_chans", 3))
+    size = img_size or 32
+    val_n = max(1, n // 4)
+    return (SyntheticImages(n, classes, chans, size, seed=0), SyntheticImages(val_n, classes, chans, size, seed=1),
+            DatasetInfo(name, classes, chans, size, n, val_n))
 
 
 def _synthetic(data_dir, *, img_size=None, augment=False, download=False, num_classes: int = 10,

@@ -62,7 +62,7 @@ class Trainer:
         else:
             train_ds, val_ds, self.data_info = build_datasets(
                 ds.name, cfg.data_dir, img_size=ds.img_size, augment=ds.augment, download=ds.download,
-                **OmegaConf.to_container(ds.options, resolve=True))
+                smoke_images=ds.smoke_images, **OmegaConf.to_container(ds.options, resolve=True))
             common = dict(seed=cfg.seed, rank=env.rank, world_size=env.world_size,
                           num_workers=choose_workers(t.num_workers, env.world_size),
                           pin_memory=env.device.type == "cuda", backend=ds.loader)
