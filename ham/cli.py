@@ -284,6 +284,9 @@ def _train(cfg: DictConfig, run_dir: Path) -> Any:
             print(f"resuming {run_dir} with a changed config (the new values win): {shown}{more}",
                   file=sys.stderr, flush=True)
 
+    if _rank() == 0:  # torch and the model take seconds to load: say what is happening
+        print(f"starting {run_dir.name}: loading torch, building data, model and optimizer ...", file=sys.stderr,
+              flush=True)
     from ham.train.distributed import setup_distributed, teardown_distributed
     from ham.train.loop import Trainer
 
