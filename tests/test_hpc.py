@@ -66,7 +66,7 @@ def test_train_sbatch_is_the_generator_output_for_a_4xa100_node():
                         "--cpus-per-task", "1", "--time", "5", "experiment=quickstart"], capture_output=True,
                        text=True, cwd=ROOT)
     assert p.returncode == 0 and "gpus" not in "".join(ln for ln in p.stdout.splitlines() if "#SBATCH" in ln)
-    assert 'train.py experiment=quickstart "$@"' in p.stdout
+    assert '"$HAM_ROOT/train.py" experiment=quickstart "$@"' in p.stdout
 
 
 def test_ham_slurm_launcher_composes_with_our_defaults():
