@@ -109,8 +109,8 @@ def main(argv: list[str]) -> int:
         needs.append(("hpo", f"--search {args.search}"))
     from ham.extras import missing_message
 
-    for extra, what in needs:
-        problem = missing_message(extra, what)
+    for extra_name, what in needs:
+        problem = missing_message(extra_name, what)
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2

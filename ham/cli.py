@@ -355,17 +355,21 @@ def main(argv: list[str] | None = None) -> int:
     from ham.config import CONFIG_DIR
 
     stop.install()  # train.py installed them before its imports; an in-process caller gets them here
-    setup()
-    # Hydra's own errors must reach run_cli as exceptions (it prints them as one line and exits 2)
-    os.environ.setdefault("HYDRA_FULL_ERROR", "1")
-    app = hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(train)
     saved = sys.argv
     if argv is not None:
         sys.argv = [saved[0] if saved else "train.py", *argv]
     try:
+        setup()  # a stop signal here (registering schemas) is a stop before the first step like any other
+        # Hydra's own errors must reach run_cli as exceptions (it prints them as one line and exits 2)
+        os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+        app = hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(train)
         if fast_help(sys.argv[1:]):
             return EXIT_OK
         return run_cli(app)
+    except stop.StopRequested as e:  # outside run_cli (set-up, --help): the same line and exit code
+        if _rank() == 0:
+            _err(stop_line(e))
+        return EXIT_PREEMPTED
     finally:
         stop.exiting()  # the exit code is decided: a late signal changes nothing
         if argv is not None:  # in-process caller: give its handlers back (train.py keeps ours to the end)

@@ -131,7 +131,7 @@ def validate(cfg: DictConfig, *, world_size: int = 1, run_dir: Path | None = Non
     from ham import schema
 
     schema.check(cfg)
-    if cfg.logger.wandb is not None:
+    if cfg.logger.wandb is not None and check_data:  # this machine runs it (SLURM: the node checks its own)
         from ham.train.sinks import wandb_credentials_problem
 
         problem = wandb_credentials_problem(cfg.logger.wandb.mode)
