@@ -150,9 +150,12 @@ def time_rounds(s: Setup, repeats: int, naive_repeats: int):
 def host_line(device) -> str:
     """CPU model, what the CPU kernel was built for and with, threads and load: the context every figure needs."""
     model = platform.processor() or platform.machine()
-    try:
+    try:  # the model name, plus family/model numbers (a VM may report only "AMD EPYC")
         with open("/proc/cpuinfo") as f:
-            model = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), model)
+            fields = dict(line.split(":", 1) for line in f.read().split("\n\n")[0].splitlines() if ":" in line)
+        fields = {k.strip(): v.strip() for k, v in fields.items()}
+        if "model name" in fields:
+            model = f"{fields['model name']} (family {fields.get('cpu family', '?')}, model {fields.get('model', '?')})"
     except OSError:
         pass
     info = cpu_kernel.build_info()
