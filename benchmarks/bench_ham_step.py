@@ -162,7 +162,8 @@ def host_line(device) -> str:
     kernel = (f"kernel ISA: {info.get('isa') or 'portable'} (OpenMP: {info.get('openmp')}); built by "
               f"{info.get('compiler')} with `{info.get('flags')}`") if "error" not in info else \
         f"kernel NOT built ({info['error']})"
-    load = "load average %.2f %.2f %.2f" % os.getloadavg() if hasattr(os, "getloadavg") else "load n/a"
+    load = ("load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())) if hasattr(os, "getloadavg") \
+        else "load n/a"
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return (f"host: {model}, {cpus} CPUs usable; {kernel}; torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads; {load}")
