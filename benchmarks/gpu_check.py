@@ -12,7 +12,8 @@ and the rest still runs):
                  recompile on lr changes); HAM(SGD), HAM(AdamW), HAM(SAM(SGD)) several steps vs the reference
                  backend; sparsifier masks stay exactly zero with bf16 weights
   b_step         the hyperbolic step vs torch's foreach and fused SGD-momentum and AdamW steps over ResNet50 shapes
-                 (channels_last), CUDA events, interleaved rounds, bytes moved -> GB/s
+                 (channels_last), CUDA events, interleaved rounds, bytes moved -> GB/s, and every step as a multiple
+                 of the bandwidth floor x.mul_(m) over the same tensors (3 accesses per element, as the step)
   b_train        ResNet50 bf16 channels_last train step (batch 256, 224 px, synthetic): images/s dense SGD, +HAM,
                  +SAM-HAM, each sparsifier at 90 % (+HAM); overhead % over dense; the hyperbolic step's own share
                  of the step, timed inside it (A/B of whole steps is noisier than the effect)
@@ -486,8 +487,14 @@ def part_b_step(ctx: Ctx) -> None:
             hyperbolic_step_(ham_p, ham_g, lr=lr[0], alpha=200.0, beta=1e-3, clamp=5.0, backend=backend)
         return run
 
+    # The bandwidth floor: x.mul_(m) over the same tensors (read x and m, write x: the fused step's 3 accesses per
+    # element), as one foreach call; m ~ 1 so repeated calls never drift into subnormals.
+    floor_x = [p.clone() for p in ham_p]
+    floor_m = [torch.exp(torch.randn_like(p) * 1e-4) for p in ham_p]
+    floor_label = "bandwidth floor: x.mul_(m) over the HAM tensors"
     cases = {"HAM step, fused kernel": (ham("fused"), 3 * n_ham),
-             "HAM step, foreach chain": (ham("foreach"), 3 * n_ham)}
+             "HAM step, foreach chain": (ham("foreach"), 3 * n_ham),
+             floor_label: (lambda: torch._foreach_mul_(floor_x, floor_m), 3 * n_ham)}
     for kind, label, accesses in (("sgd", "SGD-momentum", 5), ("adamw", "AdamW", 7)):
         for impl in ("foreach", "fused"):
             try:
@@ -507,12 +514,15 @@ def part_b_step(ctx: Ctx) -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     rows = []
     ham_t = med["HAM step, fused kernel"]
+    # multiples of the floor: median of within-round ratios (drift in the device's speed hits both alike)
+    x_floor = {k: statistics.median(t / f for t, f in zip(v, times[floor_label])) for k, v in times.items()}
     for label, (_, accesses) in cases.items():
         gbs = accesses * 4 / med[label] / 1e9
         rows.append({"step": label, "ms": med[label] * 1e3, "GB/s (fp32 bytes moved)": gbs,
-                     "fused HAM / this": ham_t / med[label]})
+                     "x floor": x_floor[label], "fused HAM / this": ham_t / med[label]})
     ctx.fig("step_table", rows)
     ctx.fig("rounds", rounds)
+    ctx.fig("fused HAM / bandwidth floor (x.mul_(m), same tensors)", x_floor["HAM step, fused kernel"])
     for other in ("SGD-momentum step, torch fused", "SGD-momentum step, torch foreach", "AdamW step, torch fused"):
         if other in med:
             ctx.fig(f"fused HAM / {other}", ham_t / med[other])

@@ -45,6 +45,9 @@ def test_quick_dry_run_runs_every_part_and_passes(tmp_path):
     steps = {r["step"]: r for r in figs["b_step"]["step_table"]}
     assert {"HAM step, fused kernel", "SGD-momentum step, torch fused", "AdamW step, torch foreach"} <= set(steps)
     assert all(r["ms"] > 0 for r in steps.values())
+    floor = steps["bandwidth floor: x.mul_(m) over the HAM tensors"]
+    assert floor["x floor"] == 1.0 and steps["HAM step, fused kernel"]["x floor"] > 0
+    assert figs["b_step"]["fused HAM / bandwidth floor (x.mul_(m), same tensors)"] > 0
     train = [r["variant"] for r in figs["b_train"]["rows"]]
     assert train == ["dense SGD", "+HAM", "+SAM-HAM"] + [f"{s} 90% +HAM" for s in gpu_check.SPARSIFIERS]
     assert all(r["images_per_s"] > 0 for r in figs["b_train"]["rows"])
