@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Train with HAM -- a Hydra application (`python train.py --help` lists groups, options and flags).
 
-    python train.py experiment=quickstart                        # offline CPU demo (~2 min)
+    python train.py experiment=quickstart                        # offline CPU demo (~30 s idle)
     python train.py model=resnet50 ham.alpha=200 sparsifier=acdc data_dir=/data/imagenet
     python train.py -m experiment=quickstart ham.alpha=0,20,200  # a multirun grid (resumable)
     python train.py --cfg job experiment=quickstart              # print the composed config

@@ -56,6 +56,7 @@ def main() -> None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     settings = [("auto", "auto (1 thread: 0.06M parameters)"), (str(cores), f"{cores} threads (torch's default)")]
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    loads: dict[str, list[float]] = {}
     for load in ("idle", "under load"):
         for _ in range(a.repeats):
             for threads, _label in settings:
@@ -65,22 +66,28 @@ def main() -> None:
                     for b in busy:
                         b.start()
                 try:
+                    loads.setdefault(load, []).append(os.getloadavg()[0])
                     results.setdefault((load, threads), []).append(one_run(threads, a.steps))
                 finally:
                     for b in busy:
                         b.kill()
                         b.join()
-    host = f"{platform.processor() or platform.machine()}, {cores} usable cores, {platform.python_version()}"
+    host = f"{platform.processor() or platform.machine()}, {cores} usable cores, Python {platform.python_version()}"
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                            text=True).stdout.strip()
     lines = [f"# Quickstart CPU threads: auto vs torch's default ({a.steps} steps, median of {a.repeats})", "",
-             f"Host: {host}; load: {a.load} busy process(es) in the 'under load' rows; command: `uv run python "
-             f"benchmarks/bench_threads.py --steps {a.steps} --repeats {a.repeats}`", "",
-             "| machine | trainer.threads | training steps/s | start-up s | steps/s vs default |", "|---|---|---|---|---|"]
+             f"Host: {host}; commit {commit}; {a.load} added busy process(es) in the 'under load' rows; command: "
+             f"`uv run python benchmarks/bench_threads.py --steps {a.steps} --repeats {a.repeats}`. Steps/s = "
+             f"steps / the run's wall time (training, evaluation, checkpoints).", "",
+             "| machine (1-min load average at the starts) | trainer.threads | training steps/s | start-up s | "
+             "steps/s vs default |", "|---|---|---|---|---|"]
     for load in ("idle", "under load"):
         default = statistics.median(r[0] for r in results[(load, settings[1][0])])
         for threads, label in settings:
             rate = statistics.median(r[0] for r in results[(load, threads)])
             start = statistics.median(r[1] for r in results[(load, threads)])
-            lines.append(f"| {load} | {label} | {rate:.0f} | {start:.1f} | {rate / default:.2f}x |")
+            span = f"{min(loads[load]):.1f}-{max(loads[load]):.1f}"
+            lines.append(f"| {'no added load' if load == 'idle' else load} ({span}) | {label} | {rate:.0f} | {start:.1f} | {rate / default:.2f}x |")
     text = "\n".join(lines) + "\n"
     print(text)
     if a.out:
