@@ -23,6 +23,7 @@ from ham.models import build_model
 from ham.optim.factory import build_optimizer
 from ham.sparse.base import TrainSchedule
 from ham.sparse.registry import build_sparsifier
+from ham.train.step import TrainStep
 
 OPT = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 5e-5}
 
@@ -45,17 +46,12 @@ def make(model_name, num_classes, img_size, device, ham, sparsifier=None, steps_
 
 
 def step_fn(model, opt, sp, x, y, device, counter):
-    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu",
-                                                                                                  enabled=False)
+    """The trainer's own step (ham.train.step.TrainStep: forward/backward, the sparsifier's hooks, the optimizer),
+    numbered by `counter`."""
+    train_step = TrainStep(model, opt, None, sp, amp_dtype=torch.bfloat16 if device.type == "cuda" else None)
 
     def step():
-        with amp:
-            loss = F.cross_entropy(model(x).float(), y)
-        loss.backward()
-        if sp.before_step(counter[0]):
-            opt.step()
-        sp.after_step(counter[0])
-        opt.zero_grad(set_to_none=True)
+        train_step(x, y, counter[0])
         counter[0] += 1
     return step
 

@@ -257,7 +257,7 @@ def build_variant(ctx: Ctx, model_name: str, classes: int, img_size: int, *, ham
 
 
 def train_step(v: Variant, x, y, amp: bool, marks: Marks | None = None):
-    """The trainer's step (ham.train.loop.Trainer.train_step), with the optimizer split into its base step and
+    """The trainer's step (ham.train.step.TrainStep), with the optimizer split into its base step and
     the hyperbolic step so the latter can be timed inside the step."""
     from ham.optim.sam import bn_stats_frozen
 
@@ -643,26 +643,26 @@ def _free_port() -> int:
 
 
 def trainer_stepper(ctx: Ctx, v: Variant, env, ddp_model=None, check_every: int = 5):
-    """The trainer's own per-step code: Trainer.train_step (through a bare instance holding just what it reads)
-    plus the loop's per-step bookkeeping and its stop-signal check."""
-    from ham.train.loop import Trainer
+    """The trainer's own per-step code: its TrainStep (ham/train/step.py) plus the loop's per-step bookkeeping
+    and its stop check (ham.train.stop.TrainingStop, the DDP agreement every `check_every` steps)."""
+    from ham.train.distributed import AsyncAgreement
+    from ham.train.step import TrainStep
+    from ham.train.stop import TrainingStop
 
-    tr = Trainer.__new__(Trainer)
-    tr.cfg = SimpleNamespace(trainer=SimpleNamespace(grad_clip_norm=None, label_smoothing=0.0,
-                                                     preempt_check_every=check_every))
-    tr.env, tr.model, tr.ddp_model = env, v.model, ddp_model if ddp_model is not None else v.model
-    tr.sparsifier, tr.optimizer, tr.sam, tr.mixup = v.sp, v.opt, v.sam, None
-    tr.scheduler = torch.optim.lr_scheduler.LambdaLR(v.opt, lambda k: 1.0 / (1 + k))
-    tr.amp_dtype = torch.bfloat16 if ctx.cuda else None
-    tr.step, tr._stop_signal = 1, None
+    scheduler = torch.optim.lr_scheduler.LambdaLR(v.opt, lambda k: 1.0 / (1 + k))
+    tr = SimpleNamespace(
+        train_step=TrainStep(v.model, v.opt, scheduler, v.sp, forward=ddp_model,
+                             amp_dtype=torch.bfloat16 if ctx.cuda else None, distributed=env.distributed),
+        stop=TrainingStop(AsyncAgreement(env.device).poll if env.distributed else None, check_every),
+        check_every=check_every, step=1)
     acc = {"loss": torch.zeros((), device=ctx.device), "bad": torch.zeros((), dtype=torch.bool, device=ctx.device)}
 
     def step(x, y) -> bool:
-        loss = tr.train_step(x, y)
+        loss = tr.train_step(x, y, tr.step)
         acc["loss"] += loss
         acc["bad"] |= ~torch.isfinite(loss)
         tr.step += 1
-        return tr._should_stop()
+        return tr.stop.requested(tr.step)
 
     return tr, step
 
@@ -734,9 +734,9 @@ def part_b_syncs(ctx: Ctx) -> None:
             finals[mode] = [p.detach().float().clone() for p in v.model.parameters()]
             if mode == "ddp":
                 # a stop signal is acted on at the check AFTER the one that saw it, on every rank alike
-                tr._stop_signal = signal.SIGTERM
+                tr.stop.signum = signal.SIGTERM
                 answers = []
-                while len(answers) < 3 * tr.cfg.trainer.preempt_check_every and not any(answers):
+                while len(answers) < 3 * tr.check_every and not any(answers):
                     answers.append(step(x, y))
                 at = answers.index(True) + 1 if any(answers) else None
                 first_check = next(k + 1 for k in range(len(answers))

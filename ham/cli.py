@@ -2,7 +2,7 @@
 
     train.py:  @hydra.main(configs/train.yaml) -> ham.cli.train(cfg)      (run_cli maps exceptions to exit codes)
     before Hydra creates the run dir:  ValidateBeforeStart.on_run_start / on_multirun_start -> validate()
-    train(cfg):  finished? -> skip | resume checks -> DDP -> Trainer -> summary
+    train(cfg):  finished? -> skip | resume checks -> DDP -> ham.train.loop -> summary
 
 Exit codes: 0 done, 1 failure (NaN loss, a full disk: one line; a bug: traceback), 2 bad input (one line; also a run
 directory in use by another process), 3 preempted (a stop signal: checkpoint saved, or stopped before the first
@@ -288,7 +288,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> Any:
         print(f"starting {run_dir.name}: loading torch, building data, model and optimizer ...", file=sys.stderr,
               flush=True)
     from ham.train.distributed import setup_distributed, teardown_distributed
-    from ham.train.loop import Trainer
+    from ham.train.loop import train_from_config
 
     _export_submitit_ddp_env()
     env = setup_distributed()
@@ -297,7 +297,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> Any:
             from ham.train.io import atomic_write_text
 
             atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-        summary = Trainer(cfg, run_dir, env).run()
+        summary = train_from_config(cfg, run_dir, env)
         if env.is_main:
             from ham.train.sinks import format_summary_table
 

@@ -1,6 +1,11 @@
 """Errors with a one-line message meant for the user (train.py prints them and exits with code 2)."""
 
 
+def one_line(e: BaseException | str) -> str:
+    """An exception's message (or any text) on one line: whitespace runs, newlines included, become one space."""
+    return " ".join(str(e).split())
+
+
 class ConfigError(ValueError):
     """Bad user input: the message names the offending key and the allowed values, in one line."""
 

@@ -19,7 +19,8 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 
-from ham.errors import ConfigError
+from ham.errors import ConfigError, one_line
+from ham.sparse.schedules import acdc_phase_epochs, acdc_schedule_fits
 
 # Names the registries implement (tests/test_config.py checks they agree with ham.models / ham.sparse / ...).
 MODEL_NAMES = ("resnet18", "resnet50", "deit_small", "small_cnn", "mlp")
@@ -383,7 +384,7 @@ class SignInSparsifier(SparsifierConfig):
         try:
             typed = OmegaConf.merge(OmegaConf.structured(source_cls(sparsity=node.sparsity)), node.source)
         except Exception as e:  # noqa: BLE001 -- an OmegaConf type error; say which key
-            raise ConfigError(f"{path}.source: {_one_line(e)}") from None
+            raise ConfigError(f"{path}.source: {one_line(e)}") from None
         check_node(typed, root, f"{path}.source")
 
 
@@ -527,10 +528,6 @@ def _select(cfg: DictConfig, key: str) -> Any:
     return OmegaConf.select(cfg, key, throw_on_missing=False)
 
 
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
-
-
 def _fmt(v: Any) -> str:
     return "null" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
 
@@ -608,36 +605,6 @@ def check(cfg: DictConfig) -> None:
     check_node(cfg, cfg, "", TrainConfig)
     for key in ("schedule", "ham", "logger", "trainer", "model", "dataset", "optimizer", "sparsifier"):
         check_node(cfg[key], cfg, key)
-
-
-# ------------------------------------------------------------------ Ac/Dc schedule (torch-free; used by ham.sparse)
-def acdc_boundary(fraction: float, epochs: int) -> int:
-    return int(math.floor(fraction * epochs + 0.5 + 1e-9))  # round half up, robust to float noise
-
-
-def acdc_phase_epochs(epochs: int, *, warmup_fraction: float = 0.1, phase_fraction: float = 0.05,
-                      last_dense_fraction: float = 0.75, final_fraction: float = 0.85
-                      ) -> tuple[list[int], list[int]]:
-    """(compress_epochs, decompress_epochs): epochs at whose start a phase begins. Each boundary is its own
-    fraction of training rounded half up, so phases stay ~equal when epochs is not a multiple of 20."""
-    compress, decompress = [], []
-    i = 0
-    while warmup_fraction + 2 * i * phase_fraction < last_dense_fraction - 1e-9:
-        start = warmup_fraction + 2 * i * phase_fraction
-        compress.append(acdc_boundary(start, epochs))
-        decompress.append(acdc_boundary(min(start + phase_fraction, last_dense_fraction), epochs))
-        i += 1
-    if not decompress or decompress[-1] != acdc_boundary(last_dense_fraction, epochs):
-        decompress.append(acdc_boundary(last_dense_fraction, epochs))
-    compress.append(acdc_boundary(final_fraction, epochs))
-    return compress, decompress
-
-
-def acdc_schedule_fits(compress: list[int], decompress: list[int], epochs: int) -> bool:
-    """Phases alternate strictly inside the run, starting with a compression."""
-    events = sorted([(e, "c") for e in compress] + [(e, "d") for e in decompress])
-    ok = len({e for e, _ in events}) == len(events) and all(0 <= e < epochs for e, _ in events)
-    return bool(ok and events and events[0][1] == "c" and all(a[1] != b[1] for a, b in zip(events, events[1:])))
 
 
 def check_acdc_schedule(node: Any, epochs: int, path: str = "sparsifier") -> None:

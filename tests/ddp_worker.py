@@ -9,8 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from ham.config import compose, validate
+from ham.train.build import build_run
 from ham.train.distributed import setup_distributed, teardown_distributed
-from ham.train.loop import Trainer
+from ham.train.loop import fit
 
 if __name__ == "__main__":
     run_dir, argv = Path(sys.argv[1]), sys.argv[2:]
@@ -20,8 +21,8 @@ if __name__ == "__main__":
     if env.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(cfg, run_dir / "config.yaml")
-    trainer = Trainer(cfg, run_dir, env)
-    trainer.run()
-    torch.save(trainer.model.state_dict(), run_dir / f"rank{env.rank}_weights.pt")
-    torch.save(trainer.sparsifier.state_dict(), run_dir / f"rank{env.rank}_sparsifier.pt")
+    run = build_run(cfg, env)
+    fit(run, run_dir, env)
+    torch.save(run.model.state_dict(), run_dir / f"rank{env.rank}_weights.pt")
+    torch.save(run.sparsifier.state_dict(), run_dir / f"rank{env.rank}_sparsifier.pt")
     teardown_distributed()

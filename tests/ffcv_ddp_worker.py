@@ -10,8 +10,8 @@ import torch
 import torch.distributed as dist
 
 from ham.config import compose, validate
+from ham.train.build import build_run
 from ham.train.distributed import setup_distributed, teardown_distributed
-from ham.train.loop import Trainer
 
 if __name__ == "__main__":
     out, argv = Path(sys.argv[1]), sys.argv[2:]
@@ -19,9 +19,7 @@ if __name__ == "__main__":
     env = setup_distributed()
     validate(cfg, world_size=env.world_size)
     out.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(cfg, out, env)
-    trainer.build()
-    loader = trainer.train_loader
+    loader = build_run(cfg, env).train_loader
     for epoch in (0, 1):
         loader.set_epoch(epoch)
         batches = [(x.clone(), y.clone()) for x, y in loader]

@@ -208,22 +208,54 @@ BAD = [
 ]
 
 
-@pytest.mark.parametrize("extra,key", BAD, ids=[" ".join(a) if isinstance(a, list) else a for a, _ in BAD])
-def test_cli_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, extra, key):
+def _bad_run(tmp_path, extra):
     work = tmp_path / "work"
     work.mkdir()
     run_dir = tmp_path / "run"
     if extra == "CORRUPT":
         run_dir = _corrupt_run_dir(tmp_path)
         extra = []
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    p = subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=quickstart", *extra,
-                        f"hydra.run.dir={run_dir}"], capture_output=True, text=True, cwd=work, timeout=120)
+    return work, ["experiment=quickstart", *extra, f"hydra.run.dir={run_dir}"]
+
+
+def _files(tmp_path):
+    return sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+
+
+@pytest.mark.parametrize("extra,key", BAD, ids=[" ".join(a) if isinstance(a, list) else a for a, _ in BAD])
+def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys, extra, key):
+    """The whole table in-process: train.py's own entry (ham.cli.main), its exit code and output."""
+    from ham.cli import main
+
+    work, argv = _bad_run(tmp_path, extra)
+    before = _files(tmp_path)
+    monkeypatch.chdir(work)
+    rc = main(argv)
+    out, err = capsys.readouterr()
+    assert rc == 2, (rc, out[-500:], err[-2000:])
+    lines = [ln for ln in (out + err).splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), out + err
+    assert key in lines[0] and "Traceback" not in err
+    assert _files(tmp_path) == before  # nothing created
+
+
+# the end-to-end promise through a real `python train.py` process: a few cases of each kind (Hydra's own
+# composition errors, the schema's checks, a cross-key rule, the run dir's checkpoints)
+SUBPROCESS_CASES = ["model=resnet51", "optimizer.lr=abc", "+foo=1", "sparsifier=acdc trainer.epochs=5", "CORRUPT"]
+
+
+@pytest.mark.parametrize("extra,key", [c for c in BAD if (" ".join(c[0]) if isinstance(c[0], list) else c[0])
+                                       in SUBPROCESS_CASES], ids=SUBPROCESS_CASES)
+def test_cli_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, extra, key):
+    work, argv = _bad_run(tmp_path, extra)
+    before = _files(tmp_path)
+    p = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], capture_output=True, text=True, cwd=work,
+                       timeout=120)
     assert p.returncode == 2, (p.returncode, p.stdout[-500:], p.stderr[-2000:])
     lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), p.stdout + p.stderr
     assert key in lines[0] and "Traceback" not in p.stderr
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing created
+    assert _files(tmp_path) == before  # nothing created
 
 
 def test_bad_job_in_a_multirun_fails_before_any_job_runs(tmp_path):

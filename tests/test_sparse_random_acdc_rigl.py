@@ -7,16 +7,15 @@ import math
 
 import pytest
 import torch
-from loop_state import LoopState
+from tiny_loop import TinyLoop
 from torch import nn
 
 import ham
 from ham.sparse import masks as M
-from ham.sparse.acdc import acdc_phase_epochs
-from ham.sparse.base import TrainSchedule, sparse_update
+from ham.sparse.base import TrainSchedule
 from ham.sparse.distributions import exact_counts, layer_densities
 from ham.sparse.registry import build_sparsifier
-from ham.sparse.rigl import drop_fraction_at
+from ham.sparse.schedules import acdc_phase_epochs, drop_fraction_at
 
 EPOCHS, SPE = 20, 4  # 80 steps
 WEIGHT_DECAY = 5e-3
@@ -33,9 +32,11 @@ def batch(step):
     return torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g)
 
 
-class Loop(LoopState):
-    """The trainer's order: setup -> optimizer -> attach -> per epoch on_epoch_start -> per step backward,
-    then ham.sparse.base.sparse_update (the one statement of the hook order)."""
+class Loop(TinyLoop):
+    """The trainer's order: setup -> optimizer -> attach -> per epoch on_epoch_start -> per step the trainer's
+    own step (ham.train.step.TrainStep: backward, then the hook order of ham.sparse.base.sparse_update)."""
+
+    steps_per_epoch = SPE
 
     def __init__(self, name, *, init_seed=0, epochs=EPOCHS, alpha=200.0, beta=1e-3, **opts):
         self.model = tiny_model(init_seed)
@@ -45,23 +46,10 @@ class Loop(LoopState):
         base = torch.optim.SGD(self.model.parameters(), lr=0.05, momentum=0.9, weight_decay=WEIGHT_DECAY)
         self.opt = ham.HAM(base, alpha=alpha, beta=beta)
         self.sp.attach_optimizer(self.opt)
-        self.step = 0
-        self.skipped: list[int] = []
+        self.start()
 
-    def run_to(self, last_step, each_step=None):
-        while self.step < last_step:
-            if self.step % SPE == 0:
-                self.sp.on_epoch_start(self.step // SPE)
-            x, y = batch(self.step)
-            nn.functional.cross_entropy(self.model(x), y).backward()
-            if not sparse_update(self.sp, self.opt, self.step):
-                self.skipped.append(self.step)
-            self.opt.zero_grad(set_to_none=True)
-            if each_step:
-                each_step(self)
-            self.step += 1
-        return self
-
+    def batch(self, step):
+        return batch(step)
 
 
 def layer_weights(loop):

@@ -5,14 +5,14 @@ sparsifier's own parameters, Sign-In resets, the m*w product decay, and bit-exac
 
 import pytest
 import torch
-from loop_state import LoopState
+from tiny_loop import TinyLoop
 from torch import nn
 
 from ham import HAM
 from ham.optim.factory import build_param_groups
 from ham.sparse import masks as M
 from ham.sparse import reparam
-from ham.sparse.base import TrainSchedule, sparse_update
+from ham.sparse.base import TrainSchedule
 from ham.sparse.registry import build_sparsifier
 
 LR, WD, MOMENTUM = 0.05, 1e-3, 0.9
@@ -29,9 +29,11 @@ PRUNABLE = [n for n, _ in M.prunable_layers(tiny_model())]
 N_PRUNABLE = sum(m.weight.numel() for _, m in M.prunable_layers(tiny_model()))
 
 
-class Loop(LoopState):
-    """setup -> param groups (+ overrides) -> HAM(SGD) -> attach; per epoch on_epoch_start; per step
-    backward -> ham.sparse.base.sparse_update (the order ham/train/loop.py uses too)."""
+class Loop(TinyLoop):
+    """setup -> param groups (+ overrides) -> HAM(SGD) -> attach; per epoch on_epoch_start; per step the trainer's
+    own step (ham.train.step.TrainStep: backward, then the hook order of ham.sparse.base.sparse_update)."""
+
+    steps_per_epoch = SPE
 
     def __init__(self, name, *, seed=0, alpha=200.0, beta=1e-3, **opts):
         self.model = tiny_model(seed)
@@ -43,22 +45,10 @@ class Loop(LoopState):
         g = torch.Generator().manual_seed(1)
         self.data = [(torch.randn(8, 1, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g))
                      for _ in range(SPE)]
-        self.step = 0
+        self.start()
 
-    def run(self, steps, check=None):
-        for _ in range(steps):
-            epoch, batch = divmod(self.step, SPE)
-            if batch == 0:
-                self.sp.on_epoch_start(epoch)
-            x, y = self.data[batch]
-            nn.functional.cross_entropy(self.model(x), y).backward()
-            sparse_update(self.sp, self.opt, self.step)
-            self.opt.zero_grad(set_to_none=True)
-            self.step += 1
-            if check:
-                check(self)
-        return self
-
+    def batch(self, step):
+        return self.data[step % SPE]
 
 
 def nonzeros(sd):

@@ -118,6 +118,7 @@ class EpochPosition:
     epoch on this rank."""
 
     batches: ShardedBatches
+    test_time_flip: bool = False  # evaluation averages each image's logits with its mirror image's (ffcv ImageNet)
     _epoch: int = 0
     _start: int = 0
 

@@ -46,9 +46,4 @@ def classifier_and_first_layer(model: nn.Module) -> tuple[str, str]:
     return layers[0], classifier
 
 
-def first_and_last_layer(model: nn.Module) -> tuple[str, str]:
-    """Older name of classifier_and_first_layer (same order: first layer, classifier)."""
-    return classifier_and_first_layer(model)
-
-
-__all__ = ["MODEL_NAMES", "build_model", "classifier_and_first_layer", "first_and_last_layer"]
+__all__ = ["MODEL_NAMES", "build_model", "classifier_and_first_layer"]

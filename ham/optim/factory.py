@@ -119,9 +119,21 @@ def lr_factor(step: int, *, total_steps: int, warmup_steps: int, name: str, star
     raise ValueError(f"unknown schedule {name!r}")
 
 
+class StepSchedule(torch.optim.lr_scheduler.LambdaLR):
+    """The per-step lr schedule: LambdaLR (same state_dict) that can also take new peak lrs mid-run."""
+
+    def rebase(self, base_lrs: list[float]) -> None:
+        """New peak lrs (a resumed run whose config changed optimizer.lr): each group's lr becomes its new peak
+        times the factor at the current position, as if the schedule had always had these peaks."""
+        self.base_lrs = list(base_lrs)
+        for group, base, factor in zip(self.optimizer.param_groups, self.base_lrs, self.lr_lambdas):
+            group["lr"] = base * factor(self.last_epoch)
+        self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, sched_cfg: Mapping[str, Any], *, total_steps: int,
-                    steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
+                    steps_per_epoch: int) -> StepSchedule:
     warmup = int(round(sched_cfg.get("warmup_epochs", 0) * steps_per_epoch))
     kw = dict(total_steps=total_steps, warmup_steps=warmup, name=sched_cfg["name"],
               start_factor=sched_cfg.get("start_factor", 1.0), end_factor=sched_cfg.get("end_factor", 0.0))
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, **kw))
+    return StepSchedule(optimizer, lambda k: lr_factor(k, **kw))

@@ -30,9 +30,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ham.schema import acdc_phase_epochs, acdc_schedule_fits  # noqa: F401 (acdc_phase_epochs re-exported)
 from ham.sparse import masks as M
 from ham.sparse.masked import MaskedSparsifier
+from ham.sparse.schedules import acdc_phase_epochs, acdc_schedule_fits
 
 RESET_MOMENTUM = ("all", "pruned_layers", "none")
 

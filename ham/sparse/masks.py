@@ -70,11 +70,6 @@ def global_magnitude_masks(weights: dict[str, Tensor], sparsity: float) -> dict[
     return out
 
 
-def layer_magnitude_masks(weights: dict[str, Tensor], densities: dict[str, float]) -> dict[str, Tensor]:
-    """Per-layer magnitude top-k: keep round(density * size) weights of each layer."""
-    return {n: topk_mask(w.detach().abs(), int(round(densities[n] * w.numel()))) for n, w in weights.items()}
-
-
 # ------------------------------------------------------------------ applying masks
 def _weights_by_name(model_or_tensors: nn.Module | dict[str, Tensor], names: Iterable[str]) -> dict[str, Tensor]:
     if isinstance(model_or_tensors, nn.Module):

@@ -39,10 +39,7 @@ from ham.sparse import masks as M
 from ham.sparse.distributions import layer_densities
 from ham.sparse.masked import MaskedSparsifier
 from ham.sparse.random_pai import random_masks
-
-
-def drop_fraction_at(step: int, *, drop_fraction: float, t_end: int) -> float:
-    return drop_fraction / 2 * (1 + math.cos(math.pi * step / t_end))
+from ham.sparse.schedules import drop_fraction_at
 
 
 class RigL(MaskedSparsifier):

@@ -57,6 +57,7 @@ from torch.nn.utils import parametrize
 from ham.sparse import masks as M
 from ham.sparse import reparam
 from ham.sparse.base import Sparsifier, TrainSchedule
+from ham.sparse.schedules import cubic_budget
 
 
 class SoftThreshold(nn.Module):
@@ -133,10 +134,8 @@ class STR(Sparsifier):
     # -- budget controller
     def budget(self, step: int) -> float:
         """Target sparsity after optimizer step `step` (0-based): cubic from 0 to `sparsity`."""
-        total = max(1, self.schedule.total_steps)
-        t0, t1 = self.budget_start * total, self.budget_end * total
-        p = min(1.0, max(0.0, (step + 1 - t0) / max(1e-9, t1 - t0)))
-        return self.sparsity * (1.0 - (1.0 - p) ** 3)
+        return cubic_budget(step, sparsity=self.sparsity, total_steps=self.schedule.total_steps,
+                            start_fraction=self.budget_start, end_fraction=self.budget_end)
 
     def after_step(self, step: int) -> None:
         if self.mode != "budget":

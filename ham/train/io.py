@@ -56,7 +56,7 @@ def _os_error(e: BaseException) -> OSError | None:
     return None
 
 
-def _storage_error(path: Path, e: BaseException) -> StorageError | None:
+def storage_error(path: Path, e: BaseException) -> StorageError | None:
     err = _os_error(e)
     if err is None:
         try:  # no OSError kept: a full filesystem is the usual cause of a short write
@@ -98,7 +98,7 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except Exception as e:
-        err = _storage_error(path, e)
+        err = storage_error(path, e)
         if err is None:
             raise
         raise err from e

@@ -18,7 +18,7 @@ A signal that arrives before train.py's first line (the interpreter's own start,
 from __future__ import annotations
 
 import signal
-from typing import Any
+from typing import Any, Callable
 
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGUSR1", "SIGUSR2") if hasattr(signal, n))
 
@@ -54,6 +54,44 @@ def _handler(signum: int, frame: Any) -> None:
         return current(signum, frame)  # the Trainer owns stop handling now: let it checkpoint
     _state["stopped"] = signum
     raise StopRequested(signum)
+
+
+class TrainingStop:
+    """The training phase's stop handling: `install()` makes SIGTERM/SIGUSR1 (and submitit's pre-timeout signal,
+    under submitit) set `signum` instead of stopping; the loop asks `requested(step)` after each step and then
+    checkpoints and exits 3. `agree(flag) -> bool` (DDP: an asynchronous all-reduce, ham.train.distributed
+    .AsyncAgreement.poll) makes every rank stop at the same step; it is asked every `check_every` steps. `requeue`
+    is submitit's own handler for its signal (called after the checkpoint: ham.train.preempt.hand_over)."""
+
+    def __init__(self, agree: Callable[[bool], bool] | None = None, check_every: int = 1):
+        self.signum: int | None = None
+        self.requeue: Any = None
+        self.agree, self.check_every = agree, check_every
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+
+    def install(self) -> None:
+        from ham.train.preempt import submitit_signal
+
+        signals = [signal.SIGTERM, signal.SIGUSR1]
+        submitit_sig = submitit_signal()
+        if submitit_sig is not None:  # Hydra's submitit launcher: its pre-timeout signal (USR2) checkpoints too
+            signals.append(submitit_sig)
+        for sig in signals:
+            try:
+                previous = signal.signal(sig, self._on_signal)
+            except ValueError:  # not in the main thread
+                continue
+            if sig == submitit_sig:  # submitit's requeue handler: called after the checkpoint (ham.cli)
+                self.requeue = original_handler(sig) if previous is _handler else previous
+
+    def requested(self, step: int) -> bool:
+        if self.agree is None:
+            return self.signum is not None
+        if step % self.check_every:
+            return False
+        return self.agree(self.signum is not None)
 
 
 def install() -> None:
