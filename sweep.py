@@ -132,6 +132,10 @@ def main(argv: list[str]) -> int:
         n = args.trials or n
         if args.trials:
             launch_extra.append(f"hydra.sweeper.n_trials={args.trials}")
+    if args.name is not None and (not args.name or Path(args.name).name != args.name or args.name in (".", "..")):
+        print(f"error: --name {args.name!r} is not allowed; allowed: one directory name (no '/', not '..'), "
+              f"created under --root {args.root}", file=sys.stderr)
+        return 2
     name = args.name or sweep.sweep_name(args.table, args.search, blocks, extra)
     sweep_dir = Path(args.root) / name
     if args.dry_run:

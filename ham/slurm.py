@@ -81,6 +81,9 @@ class SlurmOptions:
                 raise ValueError(f"{name}={getattr(self, name)}: must be >= 1")
         if self.gpus_per_node < 0:
             raise ValueError(f"gpus_per_node={self.gpus_per_node}: must be >= 0 (0: a CPU partition)")
+        for name in ("max_requeues", "signal_lead_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
         if self.tasks_per_node is not None and self.tasks_per_node < 1:
             raise ValueError(f"tasks_per_node={self.tasks_per_node}: must be >= 1")
         time_minutes(self.time)

@@ -138,3 +138,15 @@ def test_submitit_local_multirun_reports_each_job_and_leaves_no_pattern_folder(t
     again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
     assert again.stdout.count("already finished (skipped)") == 2 and again.stdout.count(": finished, ") == 1
+
+
+# ---------------------------------------------------------------- sweep.py's names and SLURM numbers
+@pytest.mark.parametrize("bad, says", [(["--name", "../../../../tmp/elsewhere"], "--name"), (["--name", ".."], "--name"),
+                                       (["--launcher", "slurm", "--max-requeues", "-1"], "max_requeues"),
+                                       (["--launcher", "slurm", "--signal-lead-s", "-5"], "signal_lead_s")])
+def test_sweep_names_stay_under_root_and_slurm_counts_are_checked(bad, says, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code = sweep_cli.main(["experiment=quickstart", "--dry-run", *bad])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and says in err[0], err
+    assert list(tmp_path.iterdir()) == []
