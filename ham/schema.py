@@ -442,7 +442,7 @@ class MixupConfig:
 
 @dataclass
 class TrainerConfig(Component):
-    epochs: int = opt(100, ge=1)
+    epochs: int = opt(100, ge=1, le=100_000)
     max_steps: Optional[int] = opt(None, ge=1, doc="stop after this many steps (smoke runs)")
     global_batch_size: int = opt(1024, ge=1, doc="per-rank batch = global / world size")
     eval_every_epochs: int = opt(5, ge=1)
@@ -575,6 +575,8 @@ def check_node(node: DictConfig, root: DictConfig, path: str, cls: type | None =
                 check_node(child, root, key)
             continue
         v = child._value() if child is not None else None
+        if isinstance(child, ListConfig) and not child._is_none():
+            v = child  # its elements, resolved (`each` bounds apply to them)
         meta = f.metadata
         if not meta:
             continue

@@ -4,6 +4,7 @@ W&B without a login, submitit's console, results with one seed, threads and work
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -150,3 +151,14 @@ def test_sweep_names_stay_under_root_and_slurm_counts_are_checked(bad, says, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and says in err[0], err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("override, says", [("optimizer.betas=[0.9,1.5]", "optimizer.betas=[0.9, 1.5] is not allowed"),
+                                            ("trainer.epochs=99999999999999999999999", "<= 100000")])
+def test_list_elements_and_huge_epochs_are_checked(override, says):
+    from ham.config import compose, validate
+    from ham.errors import ConfigError
+
+    extra = ["optimizer=adamw"] if "betas" in override else []
+    with pytest.raises(ConfigError, match=re.escape(says)):
+        validate(compose(["experiment=quickstart", *extra, override]), check_data=False)
