@@ -26,8 +26,8 @@ from typing import Any, Callable
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-from ham.config import register_resolvers
-from ham.errors import ConfigError, Preempted, StorageError
+from ham.config import FAILED_MARK, job_status, register_resolvers
+from ham.errors import ConfigError, Preempted, StorageError, shorten
 from ham.train import runlock, stop
 from ham.train.world import detect_world
 
@@ -76,6 +76,9 @@ class ValidateBeforeStart(Callback):
     """Hydra callback (configs/train.yaml `hydra.callbacks`): runs after composition, before Hydra creates the
     run/sweep directory, so a bad config leaves nothing behind."""
 
+    def __init__(self) -> None:
+        self.multirun_started = 0.0  # when on_multirun_start ran: job dirs older than this belong to earlier runs
+
     @_exit_on_config_error
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         from ham.config import validate
@@ -111,7 +114,7 @@ class ValidateBeforeStart(Callback):
             jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
         else:  # a search sweeper (optuna) picks values itself: check the base config
             jobs = [[o.input_line for o in parsed if not o.is_sweep_override()]]
-        self._multirun_started = time.time()
+        self.multirun_started = time.time()
         seen_data: set[tuple] = set()
         for job in jobs:
             try:
@@ -139,7 +142,7 @@ class ValidateBeforeStart(Callback):
         with contextlib.suppress(OSError):
             (sweep_dir / ".submitit" / "%j").rmdir()
         if _rank() == 0:
-            for line in job_recap(sweep_dir, since=getattr(self, "_multirun_started", 0.0)):
+            for line in job_recap(sweep_dir, since=self.multirun_started):
                 print(line, flush=True)
 
 
@@ -149,19 +152,13 @@ def job_recap(sweep_dir: Path, since: float) -> list[str]:
     for job in sorted(p for p in sweep_dir.iterdir() if (p / ".hydra" / "hydra.yaml").is_file()):
         if (job / ".hydra" / "hydra.yaml").stat().st_mtime < since - 1:
             continue  # a job of an earlier multirun in the same sweep dir
-        summary, failed = job / "summary.json", job / FAILED_MARK
-        if summary.is_file():
-            with contextlib.suppress(OSError, ValueError):
-                s = json.loads(summary.read_text())
-                when = "already finished (skipped)" if summary.stat().st_mtime < since - 1 else "finished"
-                top1 = s.get("val/top1")
-                shown = f"val/top1 {top1:.2f}" if isinstance(top1, (int, float)) else "no val/top1"
-                lines.append(f"{job.name}: {when}, {shown}, {s.get('steps', '?')} steps")
-                continue
-        if failed.is_file():
-            error = "?"
-            with contextlib.suppress(OSError, ValueError):
-                error = json.loads(failed.read_text()).get("error", "?")
+        status, s, error = job_status(job)
+        if status == "done":
+            when = "already finished (skipped)" if (job / "summary.json").stat().st_mtime < since - 1 else "finished"
+            top1 = s.get("val/top1")
+            shown = f"val/top1 {top1:.2f}" if isinstance(top1, (int, float)) else "no val/top1"
+            lines.append(f"{job.name}: {when}, {shown}, {s.get('steps', '?')} steps")
+        elif status == "failed":
             lines.append(f"{job.name}: failed: {error}")
         else:
             lines.append(f"{job.name}: unfinished (rerun the same command to resume)")
@@ -173,7 +170,6 @@ _DEFERRED: list[BaseException] = []  # a single run's failure, re-raised by run_
 # would print "Error executing job with overrides: [...]" before our one line)
 _CREATED_BY_US: set[str] = set()  # run dirs that did not exist when this process validated them
 _LEFTOVERS_OK = {".hydra", "config.yaml", runlock.LOCK_NAME}
-FAILED_MARK = "failed.json"   # a multirun job that failed: its one-line error (sweep.py --collect marks the cell)
 
 
 def train(cfg: DictConfig) -> Any:
@@ -279,7 +275,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> Any:
     if old is not None and _rank() == 0 and any((run_dir / "checkpoints").glob("ckpt_*.pt")):
         changes = [c for c in config_changes(old, cfg) if not c[0].startswith("hydra")]
         if changes:
-            shown = ", ".join(f"{k}: {_short(a)} -> {_short(b)}" for k, a, b in changes[:8])
+            shown = ", ".join(f"{k}: {shorten(a, 40)} -> {shorten(b, 40)}" for k, a, b in changes[:8])
             more = f" (+{len(changes) - 8} more)" if len(changes) > 8 else ""
             print(f"resuming {run_dir} with a changed config (the new values win): {shown}{more}",
                   file=sys.stderr, flush=True)
@@ -328,11 +324,6 @@ def finished_summary(run_dir: Path, cfg_hash: str) -> dict[str, Any] | None:
 def _objective(cfg: DictConfig, summary: dict[str, Any]) -> Any:
     key = cfg.get("optimized_metric")
     return None if not key else summary.get(key)
-
-
-def _short(v: Any) -> str:
-    s = json.dumps(v, default=str)
-    return s if len(s) <= 40 else s[:37] + "..."
 
 
 def _export_submitit_ddp_env() -> None:
@@ -441,8 +432,9 @@ def stop_line(e: stop.StopRequested) -> str:
 def setup() -> None:
     """What must exist before Hydra composes: the schemas in the ConfigStore and our resolvers."""
     from ham import schema
+    from ham.config import CONFIG_DIR
 
-    schema.register()
+    schema.register(CONFIG_DIR)
     register_resolvers()
 
 
@@ -477,8 +469,9 @@ def fast_help(args: list[str]) -> bool:
 
 def help_text() -> str:
     """Hydra's `--help` page (hydra.help.template): usage, every group with its options, the key settings."""
-    from ham import schema
+    from ham import registry, schema
     from ham.config import GROUPS, group_options
+    from ham.options import describe
 
     lines = ["train.py: train with HAM (Hydra app; configs/ mirrors the package).", "",
              "Usage:",
@@ -497,7 +490,10 @@ def help_text() -> str:
               "", "== Options of the fixed groups (key: default, allowed) =="]
     for prefix, cls in (("ham", schema.HamConfig), ("trainer", schema.TrainerConfig),
                         ("schedule", schema.ScheduleConfig)):
-        lines += [f"  {prefix}.{line}" for line in schema.describe(cls)]
+        lines += [f"  {prefix}.{line}" for line in describe(cls)]
+    lines += ["", "== Components (group=name: what it is; its options: python train.py group=name --cfg job) =="]
+    for group in registry.FAMILIES:
+        lines += [f"  {group}={d.name}: {d.doc or d.label}" for d in registry.declarations(group).values()]
     lines += ["", "Exit codes: 0 done, 1 failure, 2 bad input (one line, nothing created), 3 preempted (requeue).",
               "Hydra's own flags: --cfg job|hydra|all, --resolve, --package, --info, --hydra-help, -sc install=bash.",
               "", "== This run's config (with your overrides) ==", "$CONFIG"]

@@ -10,16 +10,16 @@ the same config from `@hydra.main`. Nothing here imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import re
 from pathlib import Path
 from typing import Any, Iterable
 
 from omegaconf import DictConfig, OmegaConf
 
-from ham.errors import ConfigError
+from ham.errors import ConfigError, one_line, shorten
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = Path(os.environ.get("HAM_CONFIG_DIR", REPO_ROOT / "configs"))
@@ -30,7 +30,11 @@ FROZEN_ON_RESUME = ("model", "dataset.name", "dataset.img_size", "sparsifier", "
 
 
 def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
+    """A group's options: its YAML files, and the declared components that have none (ham/registry.py)."""
+    from ham import registry
+
+    declared = registry.names(group) if group in registry.FAMILIES else ()
+    return sorted({p.stem for p in (CONFIG_DIR / group).glob("*.yaml")} | set(declared))
 
 
 def compose(overrides: Iterable[str] = ()) -> DictConfig:
@@ -40,7 +44,7 @@ def compose(overrides: Iterable[str] = ()) -> DictConfig:
 
     from ham import schema
 
-    schema.register()
+    schema.register(CONFIG_DIR)
     register_resolvers()
     overrides = list(overrides)
     try:
@@ -54,13 +58,14 @@ def compose(overrides: Iterable[str] = ()) -> DictConfig:
 
 # ------------------------------------------------------------------ Hydra/OmegaConf errors -> one line
 def explain_hydra_error(e: BaseException) -> str:
-    """One line naming the key and what is allowed, from a Hydra or OmegaConf exception."""
-    from hydra.errors import MissingConfigException
+    """One line naming the key and what is allowed, from a Hydra or OmegaConf exception: decided by the
+    exception's type and its fields (key, value, schema class), never by its message text."""
+    from hydra.errors import MissingConfigException, OverrideParseException
+    from omegaconf.errors import (ConfigAttributeError, ConfigKeyError, MissingMandatoryValue,
+                                  OmegaConfBaseException, ValidationError)
 
     if isinstance(e, MissingConfigException):
-        group = (e.missing_cfg_file or "").rsplit("/", 1)[0] if e.missing_cfg_file else None
-        m = re.search(r"Could not find '([^']+)'", str(e))
-        wanted = (m.group(1) if m else e.missing_cfg_file or "?").strip("/")
+        wanted = (e.missing_cfg_file or "").strip("/")
         if "/" in wanted:
             group, option = wanted.rsplit("/", 1)
             from ham.extras import missing_for_option
@@ -70,59 +75,56 @@ def explain_hydra_error(e: BaseException) -> str:
                 return needs_extra
             if group in GROUPS or (CONFIG_DIR / group).is_dir():
                 return f"{group}={option} is not a known option; allowed: {', '.join(group_options(group))}"
-        return _one_line(e)
+        return one_line(e)
+    if isinstance(e, OverrideParseException):
+        return (f"the override {e.override!r} is not valid override grammar ({one_line(e).split(' See ')[0]}); "
+                f"quote lists and strings: 'key=[1,2]', 'key=\"a b\"'")
     cause = e.__cause__ if e.__cause__ is not None else e
-    text = _one_line(cause)
     if isinstance(cause, ConfigError):
         return str(cause)
-    full_key = re.search(r"full_key: (\S+)", text)
-    key = full_key.group(1) if full_key else None
-    m = re.search(r"Could not override '([^']+)'", _one_line(e))
-    if m:
-        key = m.group(1)
-    if "reference_type=Dict" in text and full_key:  # a free-form dict (e.g. sparsifier.source): keys are added
-        parent = key.rsplit(".", 1)[0] if key and "." in key else key
-        return f"{key} is not a key of {parent} yet; add it with +{key}=..."
-    if "is not in struct" in text or "not in struct" in _one_line(e) or "Key '" in text and "not in" in text:
-        if key:
-            return _unknown_key_message(key, text)
-    conv = re.search(r"Value '([^']*)' (?:of type '[^']+' )?could not be converted to (\w+)", text)
-    if conv and key:
-        return f"{key}={conv.group(1)} is not allowed; it must be {_article(conv.group(2))}"
-    if "Missing mandatory value" in text and key:
+    key = getattr(cause, "full_key", None)
+    if not isinstance(cause, OmegaConfBaseException) or not key:
+        return one_line(e)
+    if isinstance(cause, MissingMandatoryValue):
         return f"{key} is not set; it is required (set {key}=...)"
-    bool_ = re.search(r"Value '([^']*)' is not a valid bool", text)
-    if bool_ and key:
-        return f"{key}={bool_.group(1)} is not allowed; it must be true or false"
-    if key:
-        return f"{key}: {text.split(' full_key:')[0]}"
-    return _one_line(e)
+    if isinstance(cause, (ConfigAttributeError, ConfigKeyError)):
+        if cause.object_type is dict:  # a free-form dict (e.g. sparsifier.source): keys are added
+            return f"{key} is not a key of {key.rsplit('.', 1)[0]} yet; add it with +{key}=..."
+        return _unknown_key_message(key, cause.object_type)
+    if isinstance(cause, ValidationError) and cause.value is not None:
+        return f"{key}={cause.value} is not allowed; it must be {_kind(cause.object_type, cause.key)}"
+    return f"{key}: {one_line(cause).split(' full_key:')[0]}"
 
 
-def _article(type_name: str) -> str:
-    return {"Integer": "an integer", "Float": "a number", "Boolean": "true or false",
-            "String": "a string"}.get(type_name, f"a {type_name}")
+def _kind(schema_class: Any, key: Any) -> str:
+    """'an integer', 'a number', ... for the field `key` of a schema dataclass (its annotation)."""
+    import dataclasses
+    import typing
+
+    hint = None
+    if dataclasses.is_dataclass(schema_class) and isinstance(key, str):
+        hint = typing.get_type_hints(schema_class).get(key)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (list, typing.List):
+        return "a list of " + {int: "integers", float: "numbers"}.get(args[0] if args else None, "values")
+    base = args[0] if typing.get_origin(hint) is typing.Union and args else hint
+    if base is None and not isinstance(key, str):  # an element of a list: the list's element type
+        return "a number"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(base, "another value")
 
 
-def _unknown_key_message(key: str, text: str = "") -> str:
-    """Name the bad key and the keys its schema has (the schema class is named in OmegaConf's message)."""
+def _unknown_key_message(key: str, schema_class: Any) -> str:
+    """Name the bad key and the keys its schema has."""
     import dataclasses
 
     from ham import schema
 
     parent = key.rsplit(".", 1)[0] if "." in key else ""
-    m = re.search(r"object_type=(\w+)", text)
-    cls = getattr(schema, m.group(1), None) if m else None
-    if cls is None and not parent:
-        cls = schema.TrainConfig
-    if cls is not None and dataclasses.is_dataclass(cls):
+    cls = schema_class if dataclasses.is_dataclass(schema_class) else (None if parent else schema.TrainConfig)
+    if cls is not None:
         keys = ", ".join(sorted(f.name for f in dataclasses.fields(cls))) or "none"
         return f"{key} is not a config key; keys of {parent or 'the root config'}: {keys}"
     return f"{key} is not a config key; see python train.py --cfg job"
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(str(e).split())
 
 
 # ------------------------------------------------------------------ validation
@@ -207,7 +209,7 @@ def check_resume(cfg: DictConfig, run_dir: Path | None) -> None:
         changed = frozen_changes(cfg, Path(resume).parent.parent)  # a ckpt inside another run dir: its config
         if changed:
             key, old, new = changed[0]
-            raise ConfigError(f"resume={resume} comes from a run with {key}={_short(old)} (this run: {_short(new)}); "
+            raise ConfigError(f"resume={resume} comes from a run with {key}={shorten(old)} (this run: {shorten(new)}); "
                               f"allowed: a checkpoint of a run with the same {key}")
     if run_dir is None:
         return
@@ -228,7 +230,7 @@ def check_resume(cfg: DictConfig, run_dir: Path | None) -> None:
     changed = frozen_changes(cfg, run_dir)
     if changed:
         key, old, new = changed[0]
-        raise ConfigError(f"{key} changed from {_short(old)} to {_short(new)} since {run_dir} was started; its "
+        raise ConfigError(f"{key} changed from {shorten(old)} to {shorten(new)} since {run_dir} was started; its "
                           f"checkpoints cannot be resumed with a different {key}; allowed: the old value, or "
                           f"another hydra.run.dir")
 
@@ -299,9 +301,23 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix: d}
 
 
-def _short(v: Any) -> str:
-    s = json.dumps(v, default=str)
-    return s if len(s) <= 60 else s[:57] + "..."
+# ------------------------------------------------------------------ a finished, failed or unfinished job
+FAILED_MARK = "failed.json"  # a multirun job that failed: its one-line error (sweep.py --collect marks the cell)
+
+
+def job_status(job_dir: Path) -> tuple[str, dict[str, Any], str | None]:
+    """(done | failed | unfinished, its summary.json (empty unless done), its one-line error when failed).
+    An unreadable summary counts as unfinished: rerunning the job rewrites it."""
+    summary, failed = job_dir / "summary.json", job_dir / FAILED_MARK
+    if summary.is_file():
+        with contextlib.suppress(OSError, ValueError):
+            return "done", json.loads(summary.read_text()), None
+    if failed.is_file():
+        error = "?"
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            error = json.loads(failed.read_text()).get("error", "?")
+        return "failed", {}, error
+    return "unfinished", {}, None
 
 
 # ------------------------------------------------------------------ names of run and sweep directories

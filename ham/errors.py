@@ -6,6 +6,14 @@ def one_line(e: BaseException | str) -> str:
     return " ".join(str(e).split())
 
 
+def shorten(v: object, width: int = 60) -> str:
+    """A config value as JSON, cut to `width` characters (for messages that show old -> new values)."""
+    import json
+
+    s = json.dumps(v, default=str)
+    return s if len(s) <= width else s[:width - 3] + "..."
+
+
 class ConfigError(ValueError):
     """Bad user input: the message names the offending key and the allowed values, in one line."""
 

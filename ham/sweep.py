@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-from ham.config import REPO_ROOT
+from ham import registry
+from ham.config import REPO_ROOT, job_status
 from ham.slurm import SlurmOptions
+from ham.train.threads import usable_cores
 
 PAPER_REFERENCE = REPO_ROOT / "results" / "paper_reference.json"
 TABLES = ("table2", "table3", "table7", "table8", "proxy")
@@ -80,8 +82,8 @@ def table_blocks(table: str, seeds: Iterable[int], proxy_sparsity: float = 0.95)
 
 
 # ---------------------------------------------------------------- cells of the paper's tables
-_SPARSE_LABEL = {"random": "Random", "acdc": "AC/DC", "rigl": "RiGL", "str": "STR"}
-_PROXY_LABEL = {**_SPARSE_LABEL, "signin": "Sign-In"}
+def _label(sparsifier: str) -> str:
+    return registry.get("sparsifier", sparsifier).label  # the paper's row names (paper_reference.json)
 
 
 def _ham_cell(alpha: float, beta: float, beta_on: str) -> str:
@@ -101,15 +103,15 @@ def cell_of(table: str | None, cfg: dict[str, Any]) -> tuple[str, str]:
     if table == "table3":
         sp = cfg["sparsifier"]
         if sp["name"] == "signin":
-            row = f"{_SPARSE_LABEL[sp['mask_source']]}+Sign-In"
+            row = f"{_label(sp['mask_source'])}+{_label('signin')}"
         else:
-            row = _SPARSE_LABEL[sp["name"]] + ("+HAM" if ham_on else "")
+            row = _label(sp["name"]) + ("+HAM" if ham_on else "")
         return row, f"s={fmt(sp['sparsity'])}"
     if table == "table8":
         return "ImageNet+DeiT Small", "AdamW + HAM" if ham_on else "AdamW"
     if table == "proxy":
         sp = cfg["sparsifier"]
-        row = "Dense" if sp["name"] == "dense" else f"{_PROXY_LABEL[sp['name']]} s={fmt(sp['sparsity'])}"
+        row = _label(sp["name"]) + (f" s={fmt(sp['sparsity'])}" if sp.get("sparsity") else "")
         return row, "HAM" if ham_on else "baseline"
     return fmt(alpha), fmt(beta)
 
@@ -128,7 +130,7 @@ class Launch:
             if self.nproc <= 1:
                 return []
             return ["hydra/launcher=submitit_local", f"hydra.launcher.tasks_per_node={self.nproc}",
-                    f"hydra.launcher.cpus_per_task={max(1, (os.cpu_count() or 1) // self.nproc)}",
+                    f"hydra.launcher.cpus_per_task={max(1, usable_cores() // self.nproc)}",
                     "hydra.launcher.timeout_min=1440"]
         return (self.slurm or SlurmOptions()).submitit_overrides()
 
@@ -268,18 +270,12 @@ def load_runs(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             continue
         row: dict[str, Any] = {"name": job.name, "row": row_label, "col": col_label,
                                "alpha": cfg["ham"]["alpha"], "beta": cfg["ham"]["beta"], "seed": cfg["seed"]}
-        summary_path, failed_path = job / "summary.json", job / "failed.json"
-        if summary_path.is_file():
-            row["status"] = "done"
-            s = json.loads(summary_path.read_text())
+        row["status"], s, error = job_status(job)
+        if row["status"] == "done":
             row.update({k: s.get(k) for k in ("val/top1", "val/top5", "val/loss", "train/loss", "sparsity",
                                               "train/l1_norm", "wall_time_s", "steps")})
-        elif failed_path.is_file():
-            row["status"] = "failed"
-            with contextlib.suppress(OSError, ValueError):
-                row["error"] = json.loads(failed_path.read_text()).get("error")
-        else:
-            row["status"] = "unfinished"
+        elif row["status"] == "failed":
+            row["error"] = error
         rows.append(row)
     return manifest, rows
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from ham import schema
+from ham import registry, schema
 from ham.config import CONFIG_DIR, compose, group_options, validate
 from ham.errors import ConfigError
 
@@ -43,45 +43,45 @@ def test_every_preset_composes_with_every_group_option(experiment):
             assert cfg[group] is not None
 
 
-@pytest.mark.parametrize("group,schemas", [("model", schema.MODEL_SCHEMAS), ("dataset", schema.DATASET_SCHEMAS),
-                                           ("optimizer", schema.OPTIMIZER_SCHEMAS),
-                                           ("sparsifier", schema.SPARSIFIER_SCHEMAS)])
-def test_every_option_file_is_typed_by_its_schema(group, schemas):
+@pytest.mark.parametrize("group", registry.FAMILIES)
+def test_every_option_is_typed_by_its_declaration(group):
     for option in group_options(group):
         cfg = compose([f"{group}={option}"])
-        name = cfg[group].name
-        expected = schemas[name]
-        # sam.yaml is sgd plus a sam section; every other file carries the schema of its own name
+        expected = registry.get(group, cfg[group].name).schema
+        # sam.yaml is sgd plus a sam section; every other option carries the schema of its own name
         assert OmegaConf.get_type(cfg[group]) is expected, option
-        # the YAML declares every option its schema has, so the file documents the whole component
-        yaml_keys = set(OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml").keys()) - {"defaults"}
-        if option != "sam":
+        assert option == "sam" or cfg[group].name == option
+        yaml = CONFIG_DIR / group / f"{option}.yaml"
+        if yaml.is_file() and option != "sam":  # an option file declares every key, so it documents the component
+            yaml_keys = set(OmegaConf.load(yaml).keys()) - {"defaults"}
             assert yaml_keys == {f.name for f in dataclasses.fields(expected)}, option
 
 
-def test_schema_names_match_the_registries():
-    from ham.models import MODEL_NAMES
+def test_the_groups_offer_exactly_the_declared_components():
     from ham.optim.functional import BACKENDS
     from ham.optim.ham import VARIANTS
-    from ham.sparse.registry import SPARSIFIER_NAMES
 
-    assert set(schema.MODEL_NAMES) == set(MODEL_NAMES) == set(schema.MODEL_SCHEMAS)
-    assert set(schema.SPARSIFIER_NAMES) == set(SPARSIFIER_NAMES) == set(schema.SPARSIFIER_SCHEMAS)
+    for group in registry.FAMILIES:
+        extra = {"sam"} if group == "optimizer" else set()
+        assert set(group_options(group)) == set(registry.names(group)) | extra, group
     assert set(schema.HAM_VARIANTS) == set(VARIANTS) and set(schema.HAM_BACKENDS) == set(BACKENDS)
-    assert set(schema.DATASET_NAMES) == set(schema.DATASET_SCHEMAS) == set(group_options("dataset"))
 
 
-def test_sparsifier_schemas_match_the_constructors():
-    """Every schema option is a constructor argument (Sign-In's `source` is spread into its kwargs)."""
+@pytest.mark.parametrize("group", ["sparsifier", "model"])
+def test_declared_options_are_constructor_arguments(group):
+    """Every declared option reaches the implementation (Sign-In's `source` is spread into its kwargs; a model's
+    options are its `kwargs`)."""
     import inspect
 
-    from ham.sparse.registry import sparsifier_class
-
-    for name, cls in schema.SPARSIFIER_SCHEMAS.items():
-        params = inspect.signature(sparsifier_class(name).__init__).parameters
-        for f in dataclasses.fields(cls):
-            if f.name not in ("name", "source"):
-                assert f.name in params, (name, f.name)
+    for name, decl in registry.declarations(group).items():
+        params = inspect.signature(decl.implementation()).parameters
+        fields = decl.schema.__dataclass_fields__
+        if group == "model":
+            fields = fields["kwargs"].default_factory().__dataclass_fields__
+        open_ended = any(p.kind is p.VAR_KEYWORD for p in params.values())  # timm takes the rest as **kwargs
+        for key in fields:
+            if key not in ("name", "source"):
+                assert key in params or open_ended, (name, key)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -91,7 +91,8 @@ def test_a_group_choice_on_the_command_line_beats_the_preset(experiment):
     assert (off.ham.alpha, off.ham.beta) == (0.0, 0.0)
     for group in ("model", "optimizer", "schedule", "sparsifier"):
         for option in group_options(group):
-            expected = OmegaConf.load(CONFIG_DIR / group / f"{option}.yaml").get("name", "sgd")
+            yaml = CONFIG_DIR / group / f"{option}.yaml"
+            expected = OmegaConf.load(yaml).get("name", "sgd") if yaml.is_file() else option
             assert compose([f"experiment={experiment}", f"{group}={option}"])[group].name == expected
 
 

@@ -92,7 +92,7 @@ def test_classifier_and_first_layer_names():
 
 def test_unknown_name_and_kwarg_are_plain_errors():
     """Library errors use the library's own argument names; the CLI's schema catches config values first."""
-    with pytest.raises(ValueError, match=r"name='vgg' is not known; allowed: resnet18"):
+    with pytest.raises(ValueError, match=r"unknown model 'vgg'; allowed: resnet18"):
         build_model("vgg", 10)
     with pytest.raises(TypeError, match="kwargs for 'small_cnn'"):
         build_model("small_cnn", 10, depth=3)

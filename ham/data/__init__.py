@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_LAZY = {"DATASET_NAMES": "ham.data.catalog", "check_dataset": "ham.data.catalog",
+_LAZY = {"check_dataset": "ham.data.catalog",
          "DatasetInfo": "ham.data.datasets", "build_datasets": "ham.data.datasets",
          "LOADER_BACKENDS": "ham.data.loader", "ResumableLoader": "ham.data.loader", "build_loader": "ham.data.loader"}
 __all__ = sorted(_LAZY)

@@ -7,13 +7,11 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
+from ham import registry
 from ham.errors import ConfigError
 
-DATASET_NAMES = ("imagenet", "cifar100", "digits", "synthetic")
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 CIFAR100_TRAIN_SIZE = 50_000
-# (classes, channels) of each real dataset: what `dataset.smoke_images` generates in its place
-DATASET_SHAPES = {"imagenet": (1000, 3), "cifar100": (100, 3), "digits": (10, 1)}
 # scikit-learn's bundled digits: images per class 0..9 (a fixed file shipped with the package)
 DIGITS_CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)
 
@@ -28,8 +26,8 @@ def _readable_dir(path: Path, what: str, key: str = "data_dir") -> None:
 def check_dataset(name: str, data_dir: str | None, *, download: bool = False) -> None:
     """Cheap existence check with no side effects. With download=True a missing CIFAR-100 is not an error
     (build_datasets fetches it), but data_dir must be set."""
-    if name not in DATASET_NAMES:
-        raise ConfigError(f"dataset.name={name!r} is not known; allowed: {', '.join(DATASET_NAMES)}")
+    if name not in registry.names("dataset"):
+        raise ConfigError(f"dataset.name={name!r} is not known; allowed: {', '.join(registry.names('dataset'))}")
     if name in ("digits", "synthetic"):
         return
     if not data_dir:

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from ham.data.catalog import CIFAR_URL, DATASET_NAMES, check_dataset  # noqa: F401 (re-exported)
+from ham import registry
+from ham.data.catalog import CIFAR_URL, check_dataset
 from ham.data.loader import mix_seed
 from ham.errors import ConfigError
 
@@ -41,7 +42,7 @@ def build_datasets(name: str, data_dir: str | None, *, img_size: int | None = No
     if smoke_images is not None:
         return _stand_in(name, smoke_images, img_size, options)
     check_dataset(name, data_dir, download=download)
-    builder = {"imagenet": _imagenet, "cifar100": _cifar100, "digits": _digits, "synthetic": _synthetic}[name]
+    builder = registry.get("dataset", name).implementation()
     allowed = [p for p in inspect.signature(builder).parameters if p not in ("data_dir", "img_size", "augment",
                                                                             "download")]
     unknown = sorted(set(options) - set(allowed))
@@ -79,7 +80,7 @@ def imagenet_transforms(img_size: int, augment: bool, *, auto_augment: str | Non
     return (train if augment else val), val
 
 
-def _imagenet(data_dir, *, img_size=None, augment=True, download=False, auto_augment: str | None = None,
+def imagenet(data_dir, *, img_size=None, augment=True, download=False, auto_augment: str | None = None,
               re_prob: float = 0.0, re_mode: str = "pixel", color_jitter: float = 0.4,
               interpolation: str | None = None, crop_pct: float = 0.875):
     from torchvision.datasets import ImageFolder
@@ -135,7 +136,7 @@ def _cifar100_class():
     return CIFAR100Files
 
 
-def _cifar100(data_dir, *, img_size=None, augment=True, download=False):
+def cifar100(data_dir, *, img_size=None, augment=True, download=False):
     from torchvision import transforms as T
 
     CIFAR100 = _cifar100_class()
@@ -224,7 +225,7 @@ def load_digits_arrays():
     return d.images, d.target
 
 
-def _digits(data_dir, *, img_size=None, augment=True, download=False, val_fraction: float = 0.2,
+def digits(data_dir, *, img_size=None, augment=True, download=False, val_fraction: float = 0.2,
             shift: int = 1):
     if not 0 < val_fraction < 1:
         raise ConfigError(f"dataset.options.val_fraction={val_fraction} is not allowed; allowed: 0 < value < 1")
@@ -268,10 +269,9 @@ class SyntheticImages(Dataset):
 def _stand_in(name: str, n: int, img_size: int | None, options: dict[str, Any]):
     """Generated images with `name`'s classes, channels and size (dataset.smoke_images): a preset's whole code
     path without its data."""
-    from ham.data.catalog import DATASET_SHAPES
-
-    if name in DATASET_SHAPES:
-        classes, chans = DATASET_SHAPES[name]
+    shape = registry.fact("dataset", name, "shape")
+    if shape is not None:
+        classes, chans = shape
     else:
         classes, chans = int(options.get("num_classes", 10)), int(options.get("in_chans", 3))
     size = img_size or 32
@@ -280,7 +280,7 @@ def _stand_in(name: str, n: int, img_size: int | None, options: dict[str, Any]):
             DatasetInfo(name, classes, chans, size, n, val_n))
 
 
-def _synthetic(data_dir, *, img_size=None, augment=False, download=False, num_classes: int = 10,
+def synthetic(data_dir, *, img_size=None, augment=False, download=False, num_classes: int = 10,
                in_chans: int = 3, train_size: int = 256, val_size: int = 64):
     size = img_size or 32
     train = SyntheticImages(train_size, num_classes, in_chans, size, seed=0)

@@ -8,7 +8,9 @@ from typing import Any, Iterable, Mapping
 import torch
 from torch import nn
 
+from ham import registry
 from ham.optim.ham import HAM
+from ham.optim.options import APP_KEYS
 
 
 def build_param_groups(
@@ -67,16 +69,9 @@ def _impl_kwargs(groups: list[dict[str, Any]], setting) -> dict[str, Any]:
 
 
 def build_base_optimizer(groups: list[dict[str, Any]], cfg: Mapping[str, Any]) -> torch.optim.Optimizer:
-    name = cfg["name"]
-    impl = _impl_kwargs(groups, cfg.get("fused", "auto"))
-    if name == "sgd":
-        opt = torch.optim.SGD(groups, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=cfg.get("nesterov", False),
-                              weight_decay=cfg["weight_decay"], **impl)
-    elif name == "adamw":
-        opt = torch.optim.AdamW(groups, lr=cfg["lr"], betas=tuple(cfg.get("betas", (0.9, 0.999))),
-                                eps=cfg.get("eps", 1e-8), weight_decay=cfg["weight_decay"], **impl)
-    else:
-        raise ValueError(f"unknown optimizer {name!r}")
+    """The torch optimizer declared as optimizer.name (ham/optim/options.py), then SAM around it if asked."""
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k not in APP_KEYS}
+    opt = registry.build("optimizer", cfg["name"], groups, **kwargs, **_impl_kwargs(groups, cfg.get("fused", "auto")))
     sam = cfg.get("sam")
     if sam:
         from ham.optim.sam import SAM
@@ -92,9 +87,7 @@ def build_optimizer(model: nn.Module, opt_cfg: Mapping[str, Any], ham_cfg: Mappi
                                 no_weight_decay_1d=opt_cfg.get("no_weight_decay_1d", True),
                                 no_decay_names=no_decay_names, overrides=list(overrides))
     base = build_base_optimizer(groups, opt_cfg)
-    return HAM(base, alpha=ham_cfg["alpha"], beta=ham_cfg["beta"], clamp=ham_cfg.get("clamp", 5.0),
-               variant=ham_cfg.get("variant", "deployed"), beta_where_grad=ham_cfg.get("beta_where_grad", False),
-               min_ndim=ham_cfg.get("min_ndim", 2), backend=ham_cfg.get("backend", "auto"))
+    return HAM(base, **ham_cfg)  # every key of the ham group is a HAM argument (defaults: HAM's own)
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, name: str, start_factor: float,

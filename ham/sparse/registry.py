@@ -1,4 +1,4 @@
-"""Sparsifier registry: `build_sparsifier(name, **options)` (config group `sparsifier`; options: ham/schema.py).
+"""`build_sparsifier(name, **options)` from the declarations in ham/sparse/options.py (ham/registry.py).
 
 Library errors are plain ValueError/TypeError with the constructor's own argument names; the CLI's schema check
 catches bad config values before this runs.
@@ -6,31 +6,16 @@ catches bad config values before this runs.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
+from ham import registry
 from ham.sparse.base import Sparsifier
 
-# name -> "module:Class", imported lazily (a sparsifier's heavy imports are paid only when it is chosen).
-# To add one: a line here, a Sparsifier subclass in its module, a schema in ham/schema.py, a
-# configs/sparsifier/<name>.yaml.
-_REGISTRY = {
-    "dense": "ham.sparse.base:Dense",
-    "random": "ham.sparse.random_pai:RandomPaI",
-    "acdc": "ham.sparse.acdc:AcDc",
-    "rigl": "ham.sparse.rigl:RigL",
-    "str": "ham.sparse.str_:STR",
-    "signin": "ham.sparse.signin:SignIn",
-    "mw": "ham.sparse.mw:MW",
-}
-SPARSIFIER_NAMES = tuple(_REGISTRY)
+SPARSIFIER_NAMES = registry.names("sparsifier")
 
 
 def sparsifier_class(name: str) -> type[Sparsifier]:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown sparsifier {name!r}; allowed: {', '.join(SPARSIFIER_NAMES)}")
-    module, cls = _REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return registry.get("sparsifier", name).implementation()
 
 
 def build_sparsifier(name: str, **options: Any) -> Sparsifier:

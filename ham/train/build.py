@@ -16,21 +16,19 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from ham import registry
 from ham.config import config_hash
 from ham.data.datasets import DatasetInfo, build_datasets
 from ham.data.ffcv_loader import build_ffcv_loaders
 from ham.data.loader import build_loader
 from ham.models import build_model
 from ham.optim.factory import StepSchedule, build_optimizer, build_scheduler
-from ham.schema import source_defaults
 from ham.sparse.base import Sparsifier, TrainSchedule
+from ham.sparse.options import source_defaults
 from ham.sparse.registry import build_sparsifier
 from ham.train.distributed import DDP_OPTIONS, DistEnv
 from ham.train.step import TrainStep
 from ham.train.threads import apply_threads, choose_workers
-
-NO_DECAY_NAMES = ("pos_embed", "cls_token", "dist_token")  # ViT tokens: no weight decay (timm's convention)
-
 
 @dataclass(frozen=True)
 class Settings:
@@ -83,8 +81,9 @@ def build_run(cfg: DictConfig, env: DistEnv) -> Run:
 
     ds = cfg.dataset
     per_rank_batch = t.global_batch_size // env.world_size
+    model_facts = registry.facts("model", cfg.model.name)
     channels_last = (t.channels_last is True or (t.channels_last == "auto" and env.device.type == "cuda"
-                                                 and cfg.model.name.startswith("resnet")))
+                                                 and model_facts.get("channels_last", False)))
     eval_batch = t.eval_batch_size or per_rank_batch
     if ds.loader == "ffcv":  # data_dir's .beton files; uint8 to the device, normalised there
         train_loader, val_loader, data_info = build_ffcv_loaders(
@@ -122,7 +121,7 @@ def build_run(cfg: DictConfig, env: DistEnv) -> Run:
 
     optimizer = build_optimizer(model, OmegaConf.to_container(cfg.optimizer, resolve=True),
                                 OmegaConf.to_container(cfg.ham, resolve=True),
-                                overrides=sparsifier.param_group_overrides(), no_decay_names=NO_DECAY_NAMES)
+                                overrides=sparsifier.param_group_overrides(), no_decay_names=model_facts.get("no_decay_names", ()))
     scheduler = build_scheduler(optimizer, OmegaConf.to_container(cfg.schedule, resolve=True),
                                 total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     sparsifier.attach_optimizer(optimizer)

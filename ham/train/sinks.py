@@ -271,7 +271,7 @@ class ProgressBar:
         if rate > 0:
             eta = int(max(0, self.total - self.n) / rate)
             parts.append(f"{rate:.3g} it/s eta {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}")
-        parts += [f"{k}={_short(v)}" for k, v in self.postfix.items()]
+        parts += [f"{k}={_compact(v)}" for k, v in self.postfix.items()]
         print(" ".join(parts), file=self.file, flush=True)
 
     def close(self) -> None:
@@ -281,7 +281,7 @@ class ProgressBar:
         self.enabled = False  # a closed bar stays quiet
 
 
-def _short(v: Any) -> str:
+def _compact(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
