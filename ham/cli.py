@@ -27,6 +27,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from ham.config import FAILED_MARK, job_status, register_resolvers
+from ham.help import fast_help
+from ham.help import register_resolver as register_help_resolver
 from ham.errors import ConfigError, Preempted, StorageError, shorten
 from ham.train import runlock, stop
 from ham.train.world import detect_world
@@ -37,6 +39,7 @@ _STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.
 # at import: a launcher's job process (submitit) unpickles `train` from here and resolves train.yaml's
 # interpolations before any of our code runs
 register_resolvers()
+register_help_resolver()
 
 
 def _err(msg: str) -> None:
@@ -52,8 +55,19 @@ def _rank() -> int:
 
 
 def _task_config(config: DictConfig) -> DictConfig:
+    """The task's config (no `hydra` node), resolved; an interpolation that does not resolve names its key."""
+    from omegaconf.errors import OmegaConfBaseException
+
     cfg = OmegaConf.masked_copy(config, [k for k in config.keys() if k != "hydra"])
-    OmegaConf.resolve(cfg)
+    for key in cfg.keys():
+        try:
+            node = cfg._get_node(key)
+            if isinstance(node, DictConfig):
+                OmegaConf.resolve(node)
+            else:
+                cfg[key]  # noqa: B018 -- reading a value resolves it
+        except OmegaConfBaseException as e:
+            raise ConfigError(f"{getattr(e, 'full_key', None) or key}: {' '.join(str(e).split(' full_key:')[0].split())}") from None
     return cfg
 
 
@@ -62,8 +76,15 @@ def _exit_on_config_error(check: Callable[..., None]) -> Callable[..., None]:
     """Hydra swallows a callback's exceptions (it only warns): a bad config must stop the process here, with
     its one line and exit 2, before the run/sweep directory exists."""
     def wrapped(self: Any, config: DictConfig, **kwargs: Any) -> None:
+        from omegaconf.errors import OmegaConfBaseException
+
         try:
-            check(self, config, **kwargs)
+            try:
+                check(self, config, **kwargs)
+            except OmegaConfBaseException as e:  # e.g. an interpolation that does not resolve: name the key
+                from ham.config import explain_hydra_error
+
+                raise ConfigError(explain_hydra_error(e)) from None
         except ConfigError as e:
             if _rank() == 0:
                 _err(str(e))
@@ -81,9 +102,10 @@ class ValidateBeforeStart(Callback):
 
     @_exit_on_config_error
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from ham.config import validate
+        from ham.config import check_run_dir_name, validate
 
         run_dir = Path(str(config.hydra.run.dir))
+        check_run_dir_name(run_dir)
         validate(_task_config(config), world_size=_world_size(), run_dir=run_dir)
         if run_dir.is_dir():
             if _rank() == 0:  # another process writing there: refuse before Hydra writes .hydra/ into it
@@ -405,6 +427,11 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
 
         _err(explain_hydra_error(e))
         return EXIT_CONFIG
+    except (AttributeError, AssertionError) as e:  # OmegaConf cannot merge into a typed group that is null
+        if not _raised_in_omegaconf(e):
+            raise
+        _err(unmergeable_override_line(sys.argv[1:], e))
+        return EXIT_CONFIG
     except OSError as e:
         if e.errno not in _STORAGE_ERRNOS:
             raise
@@ -423,6 +450,28 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
     return EXIT_OK
 
 
+def _raised_in_omegaconf(e: BaseException) -> bool:
+    tb = e.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and "omegaconf" in tb.tb_frame.f_code.co_filename
+
+
+def unmergeable_override_line(args: list[str], e: BaseException) -> str:
+    """The one line for an override OmegaConf cannot merge: keys set inside a typed group that is null by default
+    (trainer.mixup, optimizer.sam, logger.wandb): it has no keys to set until a config file fills it."""
+    from ham.schema import NULL_GROUPS
+
+    for arg in args:
+        key = arg.lstrip("+~").split("=", 1)[0]
+        group = next((g for g in NULL_GROUPS if key == g or key.startswith(g + ".")), None)
+        if group is not None:
+            return (f"{arg}: {group} is null in this config, and a null typed group cannot be filled from the "
+                    f"command line; allowed: a preset or option that sets it ({NULL_GROUPS[group]}), or your own "
+                    f"experiment file with a `{group}:` block")
+    return f"an override could not be merged into the config ({type(e).__name__}); see python train.py --cfg job"
+
+
 def stop_line(e: stop.StopRequested) -> str:
     detail = getattr(e, "detail", None) or "nothing new to save (checkpoints already there, if any, are intact)"
     return (f"stopped by {stop.signal_name(e.signum)} before the first step; {detail}; exit {EXIT_PREEMPTED} "
@@ -436,65 +485,4 @@ def setup() -> None:
 
     schema.register(CONFIG_DIR)
     register_resolvers()
-
-
-# ------------------------------------------------------------------ --help
-def fast_help(args: list[str]) -> bool:
-    """`--help` rendered from the composed hydra.help.template, as Hydra does, but without Hydra's eager listing
-    of every config group (a deep copy of the config repository per group: ~1.5 s here) when the template does
-    not use that listing. Returns False (Hydra answers) in every other case."""
-    if not any(a in ("-h", "--help") for a in args):
-        return False
-    overrides = [a for a in args if a not in ("-h", "--help")]
-    if any(a.startswith("-") for a in overrides):  # other flags alongside: Hydra's own handling
-        return False
-    from string import Template
-
-    from hydra import compose, initialize_config_dir
-
-    from ham.config import CONFIG_DIR
-
-    try:
-        with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3", job_name="train"):
-            cfg = compose("train", overrides=overrides, return_hydra_config=True)
-    except Exception:  # noqa: BLE001 -- a bad override: let Hydra report it its own way
-        return False
-    template = str(cfg.hydra.help.template)
-    if "$APP_CONFIG_GROUPS" in template or "$HYDRA_CONFIG_GROUPS" in template:
-        return False
-    task = OmegaConf.masked_copy(cfg, [k for k in cfg.keys() if k != "hydra"])
-    print(Template(template).substitute(CONFIG=OmegaConf.to_yaml(task), FLAGS_HELP=""))
-    return True
-
-
-def help_text() -> str:
-    """Hydra's `--help` page (hydra.help.template): usage, every group with its options, the key settings."""
-    from ham import registry, schema
-    from ham.config import GROUPS, group_options
-    from ham.options import describe
-
-    lines = ["train.py: train with HAM (Hydra app; configs/ mirrors the package).", "",
-             "Usage:",
-             "  python train.py [group=option ...] [key=value ...]      one run (hydra.run.dir=DIR picks its dir)",
-             "  python train.py -m ham.alpha=0,100,200 seed=0,1 ...     a multirun grid (hydra.sweep.dir=DIR)",
-             "  python train.py -m hydra/launcher=submitit_slurm ...    each job on SLURM, every task one DDP rank",
-             "  python train.py --cfg job [--resolve] [overrides]       print the composed config",
-             "  python sweep.py --help                                  alpha/beta grids and the paper's tables",
-             "",
-             "== Config groups (group=option) =="]
-    for g in GROUPS:
-        lines.append(f"  {g:<11} {', '.join(group_options(g))}")
-    lines += ["", "== Keys users rely on ==",
-              "  ham.alpha, ham.beta (0, 0 = the plain base optimizer), sparsifier.sparsity, optimizer.lr,",
-              "  trainer.epochs, trainer.max_steps, trainer.global_batch_size, seed, data_dir, resume (auto|never|FILE)",
-              "", "== Options of the fixed groups (key: default, allowed) =="]
-    for prefix, cls in (("ham", schema.HamConfig), ("trainer", schema.TrainerConfig),
-                        ("schedule", schema.ScheduleConfig)):
-        lines += [f"  {prefix}.{line}" for line in describe(cls)]
-    lines += ["", "== Components (group=name: what it is; its options: python train.py group=name --cfg job) =="]
-    for group in registry.FAMILIES:
-        lines += [f"  {group}={d.name}: {d.doc or d.label}" for d in registry.declarations(group).values()]
-    lines += ["", "Exit codes: 0 done, 1 failure, 2 bad input (one line, nothing created), 3 preempted (requeue).",
-              "Hydra's own flags: --cfg job|hydra|all, --resolve, --package, --info, --hydra-help, -sc install=bash.",
-              "", "== This run's config (with your overrides) ==", "$CONFIG"]
-    return "\n".join(lines)
+    register_help_resolver()

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -235,13 +236,30 @@ def check_resume(cfg: DictConfig, run_dir: Path | None) -> None:
                           f"another hydra.run.dir")
 
 
+def check_run_dir_name(run_dir: Path) -> None:
+    """Names the filesystem refuses (checked before anything looks at the path: stat() raises on them)."""
+    too_long = [part for part in Path(run_dir).parts if len(part.encode()) > 255]
+    size = len(str(Path(run_dir).absolute()).encode())
+    if too_long or size >= 4096:
+        what = f"the name {too_long[0][:40]!r}... has {len(too_long[0].encode())} bytes" if too_long else \
+            f"the path has {size} bytes"
+        raise ConfigError(f"hydra.run.dir: {what}; allowed: names up to 255 bytes and paths under 4096 bytes")
+
+
 def check_writable(run_dir: Path) -> None:
     """The run dir (or, if it does not exist yet, its nearest existing parent) and its checkpoints/ must be
     writable: a read-only directory found at the first save would waste the whole interval before it."""
     run_dir = Path(run_dir)
+    check_run_dir_name(run_dir)
     target = run_dir
     while not target.exists() and target != target.parent:
         target = target.parent
+    if target != run_dir and target.is_dir() and os.access(target, os.W_OK | os.X_OK):
+        try:  # a pseudo-filesystem (/proc, /sys) says writable but refuses directories: try one, remove it
+            os.rmdir(tempfile.mkdtemp(prefix=".ham_probe_", dir=target))
+        except OSError as e:
+            raise ConfigError(f"hydra.run.dir={run_dir}: cannot create a directory in {target} ({e.strerror}); "
+                              f"allowed: a hydra.run.dir on a writable filesystem") from None
     targets = [target] + ([run_dir / "checkpoints"] if (run_dir / "checkpoints").is_dir() else [])
     for p in targets:
         if not p.is_dir():
@@ -367,11 +385,6 @@ def register_resolvers() -> None:
         hc = HydraConfig.get()
         return run_name(hydra_compose(str(hc.job.config_name), overrides=list(hc.overrides.task)))
 
-    def _help() -> str:
-        from ham.cli import help_text
-
-        return help_text()
-
-    for name, fn in (("ham_run_name", _run_name), ("ham_job_dirname", job_dirname), ("ham_help", _help)):
+    for name, fn in (("ham_run_name", _run_name), ("ham_job_dirname", job_dirname)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

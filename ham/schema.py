@@ -123,6 +123,11 @@ class TrainConfig:
     optimized_metric: Optional[str] = opt(None, doc="summary key the task returns (Hydra's optuna sweeper)")
 
 
+# Typed groups that are null unless a config file fills them, and where users find one that does.
+NULL_GROUPS = {"trainer.mixup": "experiment=imagenet_deit_small_full", "optimizer.sam": "optimizer=sam",
+               "logger.wandb": "logger=wandb"}
+
+
 def register(config_dir: Path | None = None) -> None:
     """Store the schemas in Hydra's ConfigStore (idempotent). A component with no option file in
     `config_dir/<group>/` is stored as that group's option too (`sparsifier=snip` works from its declaration)."""

@@ -206,24 +206,39 @@ BAD = [
     (["dataset=cifar100", "data_dir=/definitely/not/here"], "data_dir"),
     (["hydra.job.chdir=maybe"], "hydra.job.chdir"),
     ("CORRUPT", "every checkpoint is unreadable"),
+    # groups that are null by default cannot be filled from the command line (OmegaConf): one line, not a traceback
+    (["trainer.mixup={mixup_alpha:0.8}"], "trainer.mixup"),
+    (["++trainer.mixup={prob:2}"], "trainer.mixup"),
+    (["trainer.mixup.mixup_alpha=0.8"], "trainer.mixup"),
+    (["optimizer.sam.rho=0.1"], "optimizer.sam"),
+    # interpolations name the key they sit in
+    (["ham.alpha=${oc.env:HAM_TEST_NO_SUCH_VAR}"], "ham.alpha"),
+    (["ham.alpha=${oc.env:HOME}"], "ham.alpha"),
+    (["ham.alpha=${optimizer.nonexistent}"], "ham.alpha"),
+    (["data_dir=${oc.env:HAM_TEST_NO_SUCH_VAR}"], "data_dir"),
+    # override grammar names the override; run dirs the filesystem refuses
+    (["ham.alpha=[1,"], "ham.alpha=[1,"),
+    (["hydra.run.dir=/proc/ham_run"], "hydra.run.dir"),
+    (["hydra.run.dir=" + "x" * 5000], "hydra.run.dir"),
+    (["sparsifier=snip", "sparsifier.batches=0"], "sparsifier.batches"),
 ]
 
 
 def _bad_run(tmp_path, extra):
+    """As users type it: no hydra.run.dir (the default run dir would appear under work/), except for the
+    damaged run dir, which is given."""
     work = tmp_path / "work"
     work.mkdir()
-    run_dir = tmp_path / "run"
     if extra == "CORRUPT":
-        run_dir = _corrupt_run_dir(tmp_path)
-        extra = []
-    return work, ["experiment=quickstart", *extra, f"hydra.run.dir={run_dir}"]
+        return work, ["experiment=quickstart", f"hydra.run.dir={_corrupt_run_dir(tmp_path)}"]
+    return work, ["experiment=quickstart", *extra]
 
 
 def _files(tmp_path):
     return sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
 
 
-@pytest.mark.parametrize("extra,key", BAD, ids=[" ".join(a) if isinstance(a, list) else a for a, _ in BAD])
+@pytest.mark.parametrize("extra,key", BAD, ids=[(" ".join(a) if isinstance(a, list) else a)[:60] for a, _ in BAD])
 def test_bad_input_exits_2_with_one_line_and_creates_nothing(tmp_path, monkeypatch, capsys, extra, key):
     """The whole table in-process: train.py's own entry (ham.cli.main), its exit code and output."""
     from ham.cli import main

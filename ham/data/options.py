@@ -95,6 +95,7 @@ class SyntheticOptions:
 
 @declare("dataset", "imagenet", build="ham.data.datasets:imagenet", label="ImageNet", shape=(1000, 3))
 class ImageNetDataset(DatasetConfig):
+    """ImageNet-1k (ILSVRC2012) from class folders, or ffcv files."""
     options: ImageNetOptions = opt(ImageNetOptions())
     ffcv: ImageNetFFCVOptions = opt(ImageNetFFCVOptions(), doc="options of dataset.loader=ffcv")
 
@@ -136,14 +137,16 @@ class ImageNetDataset(DatasetConfig):
 
 @declare("dataset", "cifar100", build="ham.data.datasets:cifar100", label="CIFAR-100", shape=(100, 3), ffcv_native_size=32)
 class CIFAR100Dataset(DatasetConfig):
-    pass
+    """CIFAR-100 (python pickle files), or ffcv files."""
 
 
 @declare("dataset", "digits", build="ham.data.datasets:digits", label="digits", shape=(10, 1), ffcv_native_size=8)
 class DigitsDataset(DatasetConfig):
+    """scikit-learn's bundled 8x8 handwritten digits: 1797 real images, offline."""
     options: DigitsOptions = opt(DigitsOptions())
 
 
 @declare("dataset", "synthetic", build="ham.data.datasets:synthetic", label="synthetic", files=False)
 class SyntheticDataset(DatasetConfig):
+    """Generated images (tests and benchmarks)."""
     options: SyntheticOptions = opt(SyntheticOptions())

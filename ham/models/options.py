@@ -70,5 +70,5 @@ class SmallCNNModel(ModelConfig):
 
 @declare("model", "mlp", build="ham.models.small:MLP", label="MLP")
 class MLPModel(ModelConfig):
-    """A two-layer perceptron."""
+    """An MLP with two hidden layers (tests)."""
     kwargs: NoKwargs = opt(NoKwargs())

@@ -30,17 +30,20 @@ class SparsifierConfig(Component):
 
 @declare("sparsifier", "dense", build="ham.sparse.base:Dense", label="Dense")
 class DenseSparsifier(Component):
+    """No pruning."""
     sparsity: float = opt(0.0, choices=(0.0,), doc="dense: always 0")
 
 
 @declare("sparsifier", "random", build="ham.sparse.random_pai:RandomPaI", label="Random", mask_source=True)
 class RandomSparsifier(SparsifierConfig):
+    """Random pruning at initialisation: fixed random masks (uniform / ERK / balanced per layer)."""
     distribution: str = opt("erk", choices=DISTRIBUTIONS)
     seed: int = opt(0, ge=0, doc="mask seed, identical on every rank")
 
 
 @declare("sparsifier", "acdc", build="ham.sparse.acdc:AcDc", label="AC/DC", mask_source=True)
 class AcDcSparsifier(SparsifierConfig):
+    """Ac/Dc (Peste et al. 2021): alternating dense and global-magnitude-pruned phases."""
     warmup_fraction: float = opt(0.1, ge=0, lt=1)
     phase_fraction: float = opt(0.05, gt=0, lt=1)
     last_dense_fraction: float = opt(0.75, ge=0, lt=1)
@@ -56,6 +59,7 @@ class AcDcSparsifier(SparsifierConfig):
 
 @declare("sparsifier", "rigl", build="ham.sparse.rigl:RigL", label="RiGL", mask_source=True)
 class RigLSparsifier(SparsifierConfig):
+    """RigL (Evci et al. 2020): drop by magnitude, regrow by dense gradient, ERK layer densities."""
     distribution: str = opt("erk", choices=DISTRIBUTIONS)
     delta_t: int = opt(100, ge=1, doc="steps between mask updates (at delta_t_batch, if set)")
     delta_t_batch: Optional[int] = opt(4096, ge=1, doc="global batch delta_t is counted at; null: this run's")
@@ -67,6 +71,7 @@ class RigLSparsifier(SparsifierConfig):
 
 @declare("sparsifier", "str", build="ham.sparse.str_:STR", label="STR")
 class STRSparsifier(SparsifierConfig):
+    """STR (Kusupati et al. 2020): learned soft thresholds per layer."""
     s_init: float = opt(-5.0)
     threshold_weight_decay: Optional[float] = opt(None, ge=0, doc="null: the optimizer's weight decay")
     exact_target: bool = opt(True, doc="final projection to exactly `sparsity`")
@@ -85,6 +90,7 @@ class STRSparsifier(SparsifierConfig):
 
 @declare("sparsifier", "signin", build="ham.sparse.signin:SignIn", label="Sign-In")
 class SignInSparsifier(SparsifierConfig):
+    """Sign-In (Gadhikar & Burkholz 2024): m*w reparameterisation with resets, masks from a source."""
     mask_source: str = opt("random", choices=named_with("sparsifier", "mask_source"))
     period: int = opt(10, ge=1, doc="epochs between resets of m^2 - w^2")
     weight_decay_form: str = opt("factors", choices=("factors", "product"))
@@ -117,6 +123,7 @@ def source_defaults(mask_source: str) -> dict[str, Any]:
 
 @declare("sparsifier", "mw", build="ham.sparse.mw:MW", label="m*w")
 class MWSparsifier(SparsifierConfig):
+    """Dense m*w reparameterisation baseline (the paper's Fig. 2a)."""
     sparsity: float = opt(0.0, choices=(0.0,), doc="a dense baseline: always 0 (sparse m*w: sparsifier=signin)")
     product_weight_decay: float = opt(5e-5, ge=0)
     gamma: float = opt(1.0, ge=0, doc="m^2 - w^2 at init")
