@@ -5,8 +5,10 @@
     train(cfg):  finished? -> skip | resume checks -> DDP -> ham.train.loop -> summary
 
 Exit codes: 0 done, 1 failure (NaN loss, a full disk: one line; a bug: traceback), 2 bad input (one line; also a run
-directory in use by another process), 3 preempted (a stop signal: checkpoint saved, or stopped before the first
-step with nothing new to save; requeue either way). Stop signals are handled from train.py's first line to the
+directory in use by another process, or no usable checkpoint), 3 preempted (a stop signal: checkpoint saved, or
+stopped before the first step with nothing new to save; requeue either way), 130 interrupted by Ctrl-C (SIGINT:
+handled like a stop signal, but 128 + SIGINT as a shell reports it, so a scheduler never requeues a run a person
+stopped; a second Ctrl-C exits 130 at once). Stop signals are handled from train.py's first line to the
 end of interpreter shutdown (ham/train/stop.py); the run directory is locked for the life of the run
 (ham/train/runlock.py). train.py sets HYDRA_FULL_ERROR=1 so that Hydra's own errors reach run_cli as exceptions instead of
 multi-line reports; run_cli turns each into one line.
@@ -224,8 +226,8 @@ def _run(cfg: DictConfig) -> Any:
     except stop.StopRequested as e:
         e.detail = _saved_state(run_dir)
         raise
-    except Preempted:
-        stop.mark_stopped(None)
+    except Preempted as e:
+        stop.mark_stopped(e.signum)
         raise
     except runlock.RunDirBusy:
         raise  # never clean up a directory another process owns
@@ -369,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     except stop.StopRequested as e:  # outside run_cli (set-up, --help): the same line and exit code
         if _rank() == 0:
             _err(stop_line(e))
-        return EXIT_PREEMPTED
+        return stop.exit_code(e.signum)
     finally:
         stop.exiting()  # the exit code is decided: a late signal changes nothing
         if argv is not None:  # in-process caller: give its handlers back (train.py keeps ours to the end)
@@ -393,7 +395,7 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
     except stop.StopRequested as e:
         if _rank() == 0:
             _err(stop_line(e))
-        return EXIT_PREEMPTED
+        return stop.exit_code(e.signum)
     except SystemExit as e:  # --help, argparse errors, a config error found by ValidateBeforeStart
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILED)
     except ConfigError as e:
@@ -401,8 +403,8 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
         return EXIT_CONFIG
     except Preempted as e:
         if _rank() == 0:
-            _err(f"{e}; exit {EXIT_PREEMPTED} (requeue to resume)")
-        return EXIT_PREEMPTED
+            _err(f"{e}; {stop.how_to_continue(e.signum)}")
+        return stop.exit_code(e.signum)
     except NonFiniteLoss as e:
         _err(str(e))
         return EXIT_FAILED
@@ -434,8 +436,12 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
 
 def stop_line(e: stop.StopRequested) -> str:
     detail = getattr(e, "detail", None) or "nothing new to save (checkpoints already there, if any, are intact)"
-    return (f"stopped by {stop.signal_name(e.signum)} before the first step; {detail}; exit {EXIT_PREEMPTED} "
-            f"(requeue to resume)")
+    return f"stopped by {_signal_words(e.signum)} before the first step; {detail}; {stop.how_to_continue(e.signum)}"
+
+
+def _signal_words(signum: int | None) -> str:
+    name = stop.signal_name(signum)
+    return f"{name} (Ctrl-C)" if name == "SIGINT" else name
 
 
 def setup() -> None:
@@ -498,7 +504,8 @@ def help_text() -> str:
     for prefix, cls in (("ham", schema.HamConfig), ("trainer", schema.TrainerConfig),
                         ("schedule", schema.ScheduleConfig)):
         lines += [f"  {prefix}.{line}" for line in schema.describe(cls)]
-    lines += ["", "Exit codes: 0 done, 1 failure, 2 bad input (one line, nothing created), 3 preempted (requeue).",
+    lines += ["", "Exit codes: 0 done, 1 failure, 2 bad input (one line, nothing created), 3 preempted (requeue),",
+              "130 Ctrl-C (checkpoint saved; a second Ctrl-C stops at once).",
               "Hydra's own flags: --cfg job|hydra|all, --resolve, --package, --info, --hydra-help, -sc install=bash.",
               "", "== This run's config (with your overrides) ==", "$CONFIG"]
     return "\n".join(lines)

@@ -23,6 +23,7 @@ the run directory's lock and is therefore the only writer).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import random
@@ -56,6 +57,20 @@ def digest_path(path: Path) -> Path:
     return Path(path).with_name(Path(path).name + _DIGEST_SUFFIX)
 
 
+def _digest_lines(side: Path) -> list[str]:
+    """The hex digests a digest file lists (CheckpointDamaged if it is unreadable or malformed)."""
+    try:
+        text = side.read_text()
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError) as e:
+        raise CheckpointDamaged(f"its digest {side.name} is unreadable ({type(e).__name__})") from None
+    found = [_DIGEST.fullmatch(line.strip()) for line in text.splitlines() if line.strip()]
+    if not found or None in found:
+        raise CheckpointDamaged(f"its digest {side.name} is malformed")
+    return [m.group(1) for m in found]
+
+
 def read_verified(path: Path) -> tuple[bytes, bool]:
     """(the file's bytes, verified): verified=True when they match the digest beside them; False when there is no
     digest (unverified). CheckpointDamaged when they do not match, or the digest file is unreadable/malformed."""
@@ -63,18 +78,13 @@ def read_verified(path: Path) -> tuple[bytes, bool]:
     data = path.read_bytes()
     side = digest_path(path)
     try:
-        text = side.read_text()
+        expected = _digest_lines(side)
     except FileNotFoundError:
         return data, False
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointDamaged(f"its digest {side.name} is unreadable ({type(e).__name__})") from None
-    m = _DIGEST.fullmatch(text.strip())
-    if m is None:
-        raise CheckpointDamaged(f"its digest {side.name} is malformed")
     actual = hashlib.sha256(data).hexdigest()
-    if actual != m.group(1):
-        raise CheckpointDamaged(f"sha256 mismatch: {len(data)} bytes hash to {actual[:12]}..., {side.name} says "
-                                f"{m.group(1)[:12]}...")
+    if actual not in expected:
+        raise CheckpointDamaged(f"sha256 mismatch: its {len(data)} bytes hash to {actual[:12]}..., {side.name} says "
+                                f"{expected[0][:12]}...")
     return data, True
 
 
@@ -83,14 +93,17 @@ def verify_checkpoint(path: Path) -> bool:
     return read_verified(path)[1]
 
 
-def write_digest(path: Path, data_path: Path | None = None) -> Path:
-    """Write ``path``'s digest file atomically (the digest of ``data_path``'s bytes, default ``path``: the temp
-    file a checkpoint is about to be renamed from)."""
+def file_digest(path: Path) -> str:
     h = hashlib.sha256()
-    with open(data_path or path, "rb") as f:
+    with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
-    return atomic_write_text(digest_path(path), f"{h.hexdigest()}  {Path(path).name}\n")
+    return h.hexdigest()
+
+
+def write_digest(path: Path, digests: list[str]) -> Path:
+    """``path``'s digest file, atomically, in sha256sum's format (one line per digest; normally one)."""
+    return atomic_write_text(digest_path(path), "".join(f"{d}  {Path(path).name}\n" for d in digests))
 
 
 def checkpoint_path(ckpt_dir: Path, step: int) -> Path:
@@ -125,7 +138,21 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int 
     ckpt_dir = Path(ckpt_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     target = checkpoint_path(ckpt_dir, step)
-    final = atomic_write(target, lambda f: torch.save(state, f), before_replace=lambda tmp: write_digest(target, tmp))
+    # replacing a checkpoint of the same step (the final save after an epoch-end save): until the rename, the
+    # digest file lists the old file's digest too, so a crash in between leaves a file that still verifies
+    prior: list[str] = []
+    if target.exists():
+        with contextlib.suppress(OSError, CheckpointDamaged):
+            prior = _digest_lines(digest_path(target))[:1]
+    new: list[str] = []
+
+    def digest_first(tmp: Path) -> None:
+        new.append(file_digest(tmp))
+        write_digest(target, new + prior)
+
+    final = atomic_write(target, lambda f: torch.save(state, f), before_replace=digest_first)
+    if prior:
+        write_digest(target, new)
     from ham.train import runlock
 
     sole = runlock.holds(ckpt_dir.parent)

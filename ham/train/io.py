@@ -102,6 +102,8 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any],
         if before_replace is not None:
             before_replace(tmp)
         os.replace(tmp, path)
+    except StorageError:  # from before_replace's own atomic write: already one line naming its path
+        raise
     except Exception as e:
         err = storage_error(path, e)
         if err is None:
