@@ -234,6 +234,13 @@ def _run(cfg: DictConfig) -> Any:
     except ConfigError:
         _remove_if_ours_and_empty(run_dir)
         raise
+    except OSError as e:
+        if e.errno in _STORAGE_ERRNOS and not e.filename and not isinstance(e, StorageError):
+            # a write that carries no file name (a stream, a library's file): name the run dir at least
+            raise StorageError(f"cannot write in {run_dir}: {e.strerror or e} (errno {e.errno}); free space or "
+                               f"choose a writable hydra.run.dir, then rerun the same command to resume (earlier "
+                               f"checkpoints are intact)") from None
+        raise
     finally:
         runlock.release(run_dir)
 
