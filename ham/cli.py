@@ -246,10 +246,21 @@ def _run(cfg: DictConfig) -> Any:
 
 
 def _saved_state(run_dir: Path) -> str:
+    """What a stop before the first step leaves: the newest checkpoint is called intact only once its digest
+    matched (torch-free: ham/train/digest.py)."""
+    from ham.train.digest import CheckpointDamaged, verify_checkpoint
+
     names = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt_*.pt"))  # zero-padded steps
     if not names:
         return "nothing to save"
-    return f"nothing new to save; {run_dir / 'checkpoints' / names[-1]} is intact and a requeue resumes from it"
+    newest = run_dir / "checkpoints" / names[-1]
+    try:
+        verified = verify_checkpoint(newest)
+    except (CheckpointDamaged, OSError):
+        return f"nothing new to save; {newest} is damaged: a rerun sets it aside and resumes from an older one"
+    if not verified:
+        return f"nothing new to save; {newest} (no digest: unverified) is what a requeue resumes from"
+    return f"nothing new to save; {newest} is intact and a requeue resumes from it"
 
 
 def _remove_if_ours_and_empty(run_dir: Path) -> None:

@@ -24,7 +24,6 @@ the run directory's lock and is therefore the only writer).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import random
 import re
@@ -35,75 +34,24 @@ from typing import Any
 import numpy as np
 import torch
 
-from ham.train.io import atomic_write, atomic_write_text, is_stale_temp
+from ham.train.digest import (  # noqa: F401 -- re-exported: the checkpoint API in one place
+    _DIGEST_SUFFIX,
+    CheckpointDamaged,
+    _digest_lines,
+    digest_path,
+    file_digest,
+    read_verified,
+    verify_checkpoint,
+    write_digest,
+)
+from ham.train.io import atomic_write, is_stale_temp
 
 _NAME = re.compile(r"ckpt_(\d+)\.pt")
 _TMP_GLOB = ".ckpt_*.pt.tmp-*"
 
 
-_DIGEST_SUFFIX = ".sha256"
-_DIGEST = re.compile(r"([0-9a-f]{64}) [ *](\S.*)")
-
-
 class AllCheckpointsCorrupt(RuntimeError):
     pass
-
-
-class CheckpointDamaged(ValueError):
-    """A checkpoint's bytes do not match its digest (or cannot be read): it must not be used."""
-
-
-def digest_path(path: Path) -> Path:
-    return Path(path).with_name(Path(path).name + _DIGEST_SUFFIX)
-
-
-def _digest_lines(side: Path) -> list[str]:
-    """The hex digests a digest file lists (CheckpointDamaged if it is unreadable or malformed)."""
-    try:
-        text = side.read_text()
-    except FileNotFoundError:
-        raise
-    except (OSError, UnicodeDecodeError) as e:
-        raise CheckpointDamaged(f"its digest {side.name} is unreadable ({type(e).__name__})") from None
-    found = [_DIGEST.fullmatch(line.strip()) for line in text.splitlines() if line.strip()]
-    if not found or None in found:
-        raise CheckpointDamaged(f"its digest {side.name} is malformed")
-    return [m.group(1) for m in found]
-
-
-def read_verified(path: Path) -> tuple[bytes, bool]:
-    """(the file's bytes, verified): verified=True when they match the digest beside them; False when there is no
-    digest (unverified). CheckpointDamaged when they do not match, or the digest file is unreadable/malformed."""
-    path = Path(path)
-    data = path.read_bytes()
-    side = digest_path(path)
-    try:
-        expected = _digest_lines(side)
-    except FileNotFoundError:
-        return data, False
-    actual = hashlib.sha256(data).hexdigest()
-    if actual not in expected:
-        raise CheckpointDamaged(f"sha256 mismatch: its {len(data)} bytes hash to {actual[:12]}..., {side.name} says "
-                                f"{expected[0][:12]}...")
-    return data, True
-
-
-def verify_checkpoint(path: Path) -> bool:
-    """True: the bytes match the digest; False: no digest (unverified); CheckpointDamaged: they do not match."""
-    return read_verified(path)[1]
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def write_digest(path: Path, digests: list[str]) -> Path:
-    """``path``'s digest file, atomically, in sha256sum's format (one line per digest; normally one)."""
-    return atomic_write_text(digest_path(path), "".join(f"{d}  {Path(path).name}\n" for d in digests))
 
 
 def checkpoint_path(ckpt_dir: Path, step: int) -> Path:
