@@ -285,6 +285,22 @@ def test_enospc_in_the_writer_is_one_line_and_keeps_the_old_file(tmp_path, monke
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
+def test_enospc_appending_metrics_names_the_file(tmp_path):
+    from ham.errors import StorageError
+    from ham.train.sinks import JsonlSink
+
+    sink = JsonlSink(tmp_path / "metrics.jsonl")
+
+    class Full(io.StringIO):
+        def write(self, s):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # no file name, as a real stream write
+
+    sink._file = Full()
+    with pytest.raises(StorageError) as e:
+        sink.log({"train/loss": 1.0}, step=1)
+    assert str(tmp_path / "metrics.jsonl") in str(e.value) and "No space left on device" in str(e.value)
+
+
 def _mount_tmpfs(path, size):
     path.mkdir()
     if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
@@ -468,17 +484,25 @@ def _children(pid):
         return []
 
 
-def test_sigterm_to_sweep_stops_its_child_and_rerun_finishes(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_to_sweep_stops_its_child_and_rerun_finishes(tmp_path, sig):
+    """SIGTERM to sweep.py alone -> forwarded, exit 3; Ctrl-C as a terminal sends it (the whole process group,
+    sweep.py and train.py at once, plus sweep.py's forwarded copy) -> one Ctrl-C for train.py, exit 130."""
     cmd = [sys.executable, str(ROOT / "sweep.py"), "experiment=quickstart", "trainer.epochs=8",
            "trainer.log_every_steps=5", "--alpha", "20", "--beta", "0.001", "--seeds", "0",
            "--root", str(tmp_path), "--name", "s"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT,
+                         start_new_session=True)
     wait_for(lambda: any((tmp_path / "s").glob("*/metrics.jsonl")), p)
     kids = _children(p.pid)
     assert kids
-    p.send_signal(signal.SIGTERM)
+    if sig == signal.SIGINT:
+        os.killpg(p.pid, sig)
+    else:
+        p.send_signal(sig)
     _, err = p.communicate(timeout=300)
-    assert p.returncode == 3, err[-2000:]
+    assert p.returncode == (130 if sig == signal.SIGINT else 3), err[-2000:]
+    assert "Traceback" not in err and "checkpoint saved" in err, err[-2000:]
     for k in kids:
         with pytest.raises(ProcessLookupError):
             os.kill(k, 0)
