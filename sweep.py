@@ -11,7 +11,9 @@
 Positional arguments are train.py overrides shared by every job. Each block of jobs is one
 `train.py -m ... hydra.sweep.dir=runs/sweeps/<name>` (printed with --dry-run: the same thing by hand), so jobs
 go to runs/sweeps/<name>/<job overrides>; rerunning the same sweep skips finished jobs and resumes the rest.
-Exit codes: 0 done, 1 some job failed, 2 bad input (one line; nothing launched or created).
+Exit codes: 0 done, 1 some job failed, 2 bad input (one line; nothing launched or created), 3 stopped by
+SIGTERM/SIGUSR1 (forwarded to the running train.py, which checkpointed: rerun to resume), 130 Ctrl-C (the same,
+with the shell's code for SIGINT; a second Ctrl-C stops the running train.py at once).
 """
 
 from __future__ import annotations
@@ -163,4 +165,9 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except KeyboardInterrupt:  # Ctrl-C before or after the launch (during it, train.py's own handling answers)
+        print("error: interrupted by SIGINT (Ctrl-C); finished jobs are kept, rerun the same command to resume; "
+              "exit 130", file=sys.stderr, flush=True)
+        sys.exit(130)

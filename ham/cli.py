@@ -5,8 +5,10 @@
     train(cfg):  finished? -> skip | resume checks -> DDP -> ham.train.loop -> summary
 
 Exit codes: 0 done, 1 failure (NaN loss, a full disk: one line; a bug: traceback), 2 bad input (one line; also a run
-directory in use by another process), 3 preempted (a stop signal: checkpoint saved, or stopped before the first
-step with nothing new to save; requeue either way). Stop signals are handled from train.py's first line to the
+directory in use by another process, or no usable checkpoint), 3 preempted (a stop signal: checkpoint saved, or
+stopped before the first step with nothing new to save; requeue either way), 130 interrupted by Ctrl-C (SIGINT:
+handled like a stop signal, but 128 + SIGINT as a shell reports it, so a scheduler never requeues a run a person
+stopped; a second Ctrl-C exits 130 at once). Stop signals are handled from train.py's first line to the
 end of interpreter shutdown (ham/train/stop.py); the run directory is locked for the life of the run
 (ham/train/runlock.py). train.py sets HYDRA_FULL_ERROR=1 so that Hydra's own errors reach run_cli as exceptions instead of
 multi-line reports; run_cli turns each into one line.
@@ -242,23 +244,41 @@ def _run(cfg: DictConfig) -> Any:
     except stop.StopRequested as e:
         e.detail = _saved_state(run_dir)
         raise
-    except Preempted:
-        stop.mark_stopped(None)
+    except Preempted as e:
+        stop.mark_stopped(e.signum)
         raise
     except runlock.RunDirBusy:
         raise  # never clean up a directory another process owns
     except ConfigError:
         _remove_if_ours_and_empty(run_dir)
         raise
+    except OSError as e:
+        if e.errno in _STORAGE_ERRNOS and not e.filename and not isinstance(e, StorageError):
+            # a write that carries no file name (a stream, a library's file): name the run dir at least
+            raise StorageError(f"cannot write in {run_dir}: {e.strerror or e} (errno {e.errno}); free space or "
+                               f"choose a writable hydra.run.dir, then rerun the same command to resume (earlier "
+                               f"checkpoints are intact)") from None
+        raise
     finally:
         runlock.release(run_dir)
 
 
 def _saved_state(run_dir: Path) -> str:
+    """What a stop before the first step leaves: the newest checkpoint is called intact only once its digest
+    matched (torch-free: ham/train/digest.py)."""
+    from ham.train.digest import CheckpointDamaged, verify_checkpoint
+
     names = sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt_*.pt"))  # zero-padded steps
     if not names:
         return "nothing to save"
-    return f"nothing new to save; {run_dir / 'checkpoints' / names[-1]} is intact and a requeue resumes from it"
+    newest = run_dir / "checkpoints" / names[-1]
+    try:
+        verified = verify_checkpoint(newest)
+    except (CheckpointDamaged, OSError):
+        return f"nothing new to save; {newest} is damaged: a rerun sets it aside and resumes from an older one"
+    if not verified:
+        return f"nothing new to save; {newest} (no digest: unverified) is what a requeue resumes from"
+    return f"nothing new to save; {newest} is intact and a requeue resumes from it"
 
 
 def _remove_if_ours_and_empty(run_dir: Path) -> None:
@@ -382,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     except stop.StopRequested as e:  # outside run_cli (set-up, --help): the same line and exit code
         if _rank() == 0:
             _err(stop_line(e))
-        return EXIT_PREEMPTED
+        return stop.exit_code(e.signum)
     finally:
         stop.exiting()  # the exit code is decided: a late signal changes nothing
         if argv is not None:  # in-process caller: give its handlers back (train.py keeps ours to the end)
@@ -406,7 +426,7 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
     except stop.StopRequested as e:
         if _rank() == 0:
             _err(stop_line(e))
-        return EXIT_PREEMPTED
+        return stop.exit_code(e.signum)
     except SystemExit as e:  # --help, argparse errors, a config error found by ValidateBeforeStart
         return e.code if isinstance(e.code, int) else (0 if e.code is None else EXIT_FAILED)
     except ConfigError as e:
@@ -414,8 +434,8 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
         return EXIT_CONFIG
     except Preempted as e:
         if _rank() == 0:
-            _err(f"{e}; exit {EXIT_PREEMPTED} (requeue to resume)")
-        return EXIT_PREEMPTED
+            _err(f"{e}; {stop.how_to_continue(e.signum)}")
+        return stop.exit_code(e.signum)
     except NonFiniteLoss as e:
         _err(str(e))
         return EXIT_FAILED
@@ -474,8 +494,12 @@ def unmergeable_override_line(args: list[str], e: BaseException) -> str:
 
 def stop_line(e: stop.StopRequested) -> str:
     detail = getattr(e, "detail", None) or "nothing new to save (checkpoints already there, if any, are intact)"
-    return (f"stopped by {stop.signal_name(e.signum)} before the first step; {detail}; exit {EXIT_PREEMPTED} "
-            f"(requeue to resume)")
+    return f"stopped by {_signal_words(e.signum)} before the first step; {detail}; {stop.how_to_continue(e.signum)}"
+
+
+def _signal_words(signum: int | None) -> str:
+    name = stop.signal_name(signum)
+    return f"{name} (Ctrl-C)" if name == "SIGINT" else name
 
 
 def setup() -> None:

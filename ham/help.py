@@ -70,7 +70,8 @@ def help_text() -> str:
     lines += ["", "== Components (group=name: what it is; its options: python train.py group=name --cfg job) =="]
     for group in registry.FAMILIES:
         lines += [f"  {group}={d.name}: {d.doc or d.label}" for d in registry.declarations(group).values()]
-    lines += ["", "Exit codes: 0 done, 1 failure, 2 bad input (one line, nothing created), 3 preempted (requeue).",
+    lines += ["", "Exit codes: 0 done, 1 failure, 2 bad input (one line, nothing created), 3 preempted (requeue),",
+              "130 Ctrl-C (checkpoint saved; a second Ctrl-C stops at once).",
               "Hydra's own flags: --cfg job|hydra|all, --resolve, --package, --info, --hydra-help, -sc install=bash.",
               "", "== This run's config (with your overrides) ==", "$CONFIG"]
     return "\n".join(lines)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -186,7 +187,9 @@ def launch(blocks: list[Block], sweep_dir: Path, extra: list[str], how: Launch) 
         else:
             running.procs.extend(subprocess.Popen(cmd) for cmd in cmds)
             codes = [p.wait() for p in running.procs]
-    if running.stopped is not None:  # exit with the children's status (3: checkpointed, requeue)
+    if running.stopped is not None:  # Ctrl-C: 130; else the children's status (3: checkpointed, requeue)
+        if running.stopped == signal.SIGINT:
+            raise SystemExit(130)
         raise SystemExit(next((c for c in codes if c), 3 if len(codes) < len(cmds) else 0))
     return codes
 
@@ -199,18 +202,20 @@ class _Running:
 
 @contextlib.contextmanager
 def _forward_stop_signals():
-    """SIGTERM/SIGINT/SIGUSR1 to sweep.py go to its running train.py children, which checkpoint and exit 3; sweep.py
-    waits for them (no orphan keeps writing into a run dir) and returns their codes."""
-    import signal
-
+    """SIGTERM/SIGINT/SIGUSR1 to sweep.py go, as they are, to its running train.py children, which checkpoint and
+    exit 3 (130 for SIGINT); sweep.py waits for them (no orphan keeps writing into a run dir) and exits with their
+    code (130 after a Ctrl-C). A terminal's Ctrl-C reaches the children directly too: train.py counts a SIGINT
+    and its forwarded copy, milliseconds apart, as one Ctrl-C (ham/train/stop.py), so a second Ctrl-C, forwarded
+    like the first, stops them at once."""
     running = _Running()
 
     def forward(signum, _frame):
-        running.stopped = signum
+        if running.stopped is None:
+            running.stopped = signum
         for p in running.procs:
             if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    p.send_signal(signal.SIGTERM if signum == signal.SIGINT else signum)
+                    p.send_signal(signum)
 
     sigs = [signal.SIGTERM, signal.SIGINT, signal.SIGUSR1]
     previous = {}

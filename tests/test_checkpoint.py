@@ -156,3 +156,64 @@ def test_rng_round_trip_weights_only(tmp_path):
     got = draws()
     assert got[:2] == want[:2] and np.array_equal(got[2], want[2]) and got[3] == want[3]
     assert torch.equal(got[4], want[4]) and torch.equal(got[5], want[5])
+
+
+# ------------------------------------------------------------------ digests (issue 18 item 2)
+def test_every_checkpoint_has_a_sha256sum_digest_and_retention_removes_it_too(tmp_path):
+    import hashlib
+
+    for step in (1, 2, 3):
+        ck.save_checkpoint({"step": step, "w": torch.rand(100)}, tmp_path, step, keep=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "ckpt_000000002.pt", "ckpt_000000002.pt.sha256", "ckpt_000000003.pt", "ckpt_000000003.pt.sha256"]
+    p = ck.checkpoint_path(tmp_path, 3)
+    assert ck.digest_path(p).read_text() == f"{hashlib.sha256(p.read_bytes()).hexdigest()}  {p.name}\n"
+    assert ck.verify_checkpoint(p) is True
+    ck.digest_path(p).unlink()
+    assert ck.verify_checkpoint(p) is False  # no digest: unverified, not damaged
+
+
+def test_digest_is_written_before_the_rename(tmp_path, monkeypatch):
+    """A crash between the digest and the rename leaves the old file verifying (same step) or a digest without a
+    checkpoint (new step, removed by the next save)."""
+    old = ck.save_checkpoint({"w": torch.zeros(10)}, tmp_path, 5)
+    old_bytes = old.read_bytes()
+
+    real_replace = os.replace
+
+    def crash(src, dst):
+        if str(dst).endswith(".pt"):
+            raise KeyboardInterrupt  # the process dies just before the checkpoint's rename
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash)
+    for step in (5, 6):
+        with pytest.raises(KeyboardInterrupt):
+            ck.save_checkpoint({"w": torch.ones(10)}, tmp_path, step)
+    monkeypatch.undo()
+    assert old.read_bytes() == old_bytes and ck.verify_checkpoint(old)
+    assert not ck.checkpoint_path(tmp_path, 6).exists() and ck.digest_path(ck.checkpoint_path(tmp_path, 6)).exists()
+    ck.save_checkpoint({"w": torch.ones(10)}, tmp_path, 5)  # the same step again: one digest line, the new one
+    assert len(ck.digest_path(old).read_text().splitlines()) == 1 and ck.verify_checkpoint(old)
+    assert not ck.digest_path(ck.checkpoint_path(tmp_path, 6)).exists()  # the orphan digest is gone
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "empty", "bad_digest_file"])
+def test_loader_falls_back_past_a_file_that_does_not_match_its_digest(tmp_path, capsys, damage):
+    ck.save_checkpoint({"step": 1}, tmp_path, 1)
+    p2 = ck.save_checkpoint({"step": 2, "w": torch.zeros(10_000)}, tmp_path, 2)
+    data = bytearray(p2.read_bytes())
+    if damage == "flip":  # inside a tensor's bytes: torch.load alone would not notice
+        data[len(data) // 2] ^= 0xFF
+        p2.write_bytes(bytes(data))
+        assert torch.load(p2, weights_only=True)["step"] == 2
+    elif damage == "truncate":
+        p2.write_bytes(bytes(data[:100]))
+    elif damage == "empty":
+        p2.write_bytes(b"")
+    else:
+        ck.digest_path(p2).write_text("not a digest\n")
+    with pytest.raises(ck.CheckpointDamaged):
+        ck.load_checkpoint_file(p2)
+    state, path = ck.load_latest_checkpoint(tmp_path)
+    assert state["step"] == 1 and "ckpt_000000002.pt is corrupt" in capsys.readouterr().err

@@ -54,6 +54,7 @@ def assert_same(a, b):
 def one_error_line(err):
     lines = [ln for ln in err.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in err, err[-2000:]
+    assert "Error executing job" not in err, err[-2000:]  # Hydra's preamble: one line means one line
     return lines[0]
 
 
@@ -107,6 +108,89 @@ def test_stop_signals_at_every_phase_then_rerun_is_bit_identical(tmp_path, refer
     _, err = p.communicate(timeout=300)
     assert p.returncode == 0 and "resumed from" in err, err[-2000:]
     assert_same(reference, rd)
+
+
+def start_in_terminal_group(args, run_dir):
+    """As typed at a terminal: its own process group, so a Ctrl-C (os.killpg) reaches every process of it."""
+    return subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT,
+                            start_new_session=True)
+
+
+def test_ctrl_c_mid_run_checkpoints_exits_130_and_the_rerun_is_bit_identical(tmp_path, reference):
+    rd = tmp_path / "run"
+    p = start_in_terminal_group([*FAST, "trainer.num_workers=1"], rd)  # a loader worker gets the Ctrl-C too
+    wait_for(lambda: (rd / "checkpoints" / "ckpt_000000010.pt").is_file(), p)
+    os.killpg(p.pid, signal.SIGINT)
+    time.sleep(0.01)
+    os.killpg(p.pid, signal.SIGINT)  # a copy milliseconds later (torchrun, sweep.py forward it): still one Ctrl-C
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 130, err[-2000:]
+    line = one_error_line(err)
+    assert "SIGINT (Ctrl-C)" in line and "checkpoint saved at step" in line and "exit 130" in line, line
+    step = int(line.split("checkpoint saved at step ")[1].split(";")[0])
+    ckpt = rd / "checkpoints" / f"ckpt_{step:09d}.pt"
+    from ham.train.checkpoint import verify_checkpoint
+
+    assert verify_checkpoint(ckpt) and not (rd / "summary.json").exists()
+    assert not [q for q in (rd / "checkpoints").iterdir() if "tmp" in q.name]
+    code, err = run([*FAST, "trainer.num_workers=1"], rd)
+    assert code == 0 and f"resumed from {ckpt}" in err, err[-2000:]
+    assert_same(reference, rd)
+
+
+def test_ctrl_c_at_start_up_is_one_line_exit_130_and_nothing_half_written(tmp_path):
+    rd = tmp_path / "run"
+    for ready, delay in ((lambda: True, 0.15), (lambda: (rd / ".hydra").is_dir(), 0),
+                         (lambda: (rd / "config.yaml").is_file(), 0)):
+        p = start_in_terminal_group(FAST, rd)
+        wait_for(ready, p)
+        time.sleep(delay)
+        os.killpg(p.pid, signal.SIGINT)
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 130, err[-2000:]
+        line = one_error_line(err)
+        assert "SIGINT" in line and "before the first step" in line and "exit 130" in line, line
+        assert not list((rd / "checkpoints").glob("ckpt_*")) if (rd / "checkpoints").is_dir() else True
+        if rd.is_dir():
+            assert not [q for q in rd.rglob("*") if ".tmp-" in q.name]
+
+
+def test_second_ctrl_c_exits_130_at_once(monkeypatch, capsys):
+    from ham.train import stop
+
+    exits = []
+    monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
+    clock = [100.0]
+    monkeypatch.setattr(stop.time, "monotonic", lambda: clock[0])
+    monkeypatch.setitem(stop._state, "sigint_at", None)
+    monkeypatch.setitem(stop._state, "mode", "startup")
+    ts = stop.TrainingStop()
+    ts._on_signal(signal.SIGINT, None)
+    clock[0] += 0.05
+    ts._on_signal(signal.SIGINT, None)  # the forwarded copy of the same Ctrl-C
+    ts._on_signal(signal.SIGTERM, None)  # a scheduler's signal never escalates
+    assert exits == [] and ts.signum == signal.SIGINT and ts.requested(1)
+    clock[0] += stop.SECOND_INTERRUPT_S
+    ts._on_signal(signal.SIGINT, None)
+    assert exits == [130]
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "second Ctrl-C" in err and "exit 130" in err
+    # start-up: the first raises StopRequested, a copy during the unwinding is ignored, a second one exits
+    monkeypatch.setitem(stop._state, "sigint_at", None)
+    monkeypatch.setitem(stop._state, "stopped", None)
+    with pytest.raises(stop.StopRequested):
+        stop._handler(signal.SIGINT, None)
+    stop._handler(signal.SIGINT, None)
+    assert exits == [130]
+    clock[0] += stop.SECOND_INTERRUPT_S
+    stop._handler(signal.SIGINT, None)
+    assert exits == [130, 130]
+    monkeypatch.setitem(stop._state, "mode", "exiting")  # the exit code is decided: nothing changes it
+    clock[0] += 10
+    ts._on_signal(signal.SIGINT, None)
+    assert exits == [130, 130]
+    assert stop.exit_code(signal.SIGINT) == 130 and stop.exit_code(signal.SIGTERM) == 3
 
 
 # ------------------------------------------------------------------ one writer per run dir
@@ -199,6 +283,22 @@ def test_enospc_in_the_writer_is_one_line_and_keeps_the_old_file(tmp_path, monke
     monkeypatch.undo()
     assert torch.equal(torch.load(target, weights_only=True)["w"], torch.ones(3))
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
+
+
+def test_enospc_appending_metrics_names_the_file(tmp_path):
+    from ham.errors import StorageError
+    from ham.train.sinks import JsonlSink
+
+    sink = JsonlSink(tmp_path / "metrics.jsonl")
+
+    class Full(io.StringIO):
+        def write(self, s):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # no file name, as a real stream write
+
+    sink._file = Full()
+    with pytest.raises(StorageError) as e:
+        sink.log({"train/loss": 1.0}, step=1)
+    assert str(tmp_path / "metrics.jsonl") in str(e.value) and "No space left on device" in str(e.value)
 
 
 def _mount_tmpfs(path, size):
@@ -318,6 +418,37 @@ def test_no_fitting_checkpoint_and_resume_file_from_another_model_are_one_line(t
     assert not (tmp_path / "fresh2").exists()
 
 
+def test_damaged_checkpoints_of_a_real_run_stop_with_one_line_or_recover_bit_for_bit(tmp_path, reference):
+    """The issue's case: 4 KiB of random bytes inside the newest checkpoint (size kept) used to load silently."""
+    rd = tmp_path / "run"
+    shutil.copytree(reference / "checkpoints", rd / "checkpoints")  # an in-run checkpoint and the final one
+    shutil.copy(reference / "config.yaml", rd / "config.yaml")
+    older, newest = sorted((rd / "checkpoints").glob("ckpt_*.pt"))
+
+    def damage(p):
+        data = bytearray(p.read_bytes())
+        data[len(data) // 2:len(data) // 2 + 4096] = os.urandom(4096)
+        p.write_bytes(bytes(data))
+        return bytes(data)
+
+    damage(older)
+    damaged = damage(newest)
+    names = sorted(q.name for q in (rd / "checkpoints").iterdir())
+    code, err = run(FAST, rd)  # none intact: exit 2, one line naming both, nothing renamed or deleted
+    assert code == 2
+    line = one_error_line(err)
+    assert older.name in line and newest.name in line and "sha256 mismatch" in line and "resume=never" in line
+    assert sorted(q.name for q in (rd / "checkpoints").iterdir()) == names
+    shutil.copy(reference / "checkpoints" / older.name, older)  # the older one intact again
+    code, err = run(FAST, rd)
+    assert code == 0, err[-2000:]
+    warn = [ln for ln in err.splitlines() if ln.startswith("warning:")]
+    assert len(warn) == 1 and newest.name in warn[0] and f"resuming from {older.name}" in warn[0], err[-2000:]
+    assert f"resumed from {older}" in err
+    assert newest.with_name(newest.name + ".damaged").read_bytes() == damaged  # kept for the user
+    assert_same(reference, rd)
+
+
 def test_nan_message_says_when_there_is_no_checkpoint(tmp_path):
     code, err = run([*FAST, "optimizer.lr=1e6", "ham.alpha=0", "ham.beta=0", "ham.clamp=null",
                      "schedule=constant", "trainer.checkpoint_every_steps=1000"], tmp_path / "run")
@@ -353,17 +484,25 @@ def _children(pid):
         return []
 
 
-def test_sigterm_to_sweep_stops_its_child_and_rerun_finishes(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_to_sweep_stops_its_child_and_rerun_finishes(tmp_path, sig):
+    """SIGTERM to sweep.py alone -> forwarded, exit 3; Ctrl-C as a terminal sends it (the whole process group,
+    sweep.py and train.py at once, plus sweep.py's forwarded copy) -> one Ctrl-C for train.py, exit 130."""
     cmd = [sys.executable, str(ROOT / "sweep.py"), "experiment=quickstart", "trainer.epochs=8",
            "trainer.log_every_steps=5", "--alpha", "20", "--beta", "0.001", "--seeds", "0",
            "--root", str(tmp_path), "--name", "s"]
-    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT)
+    p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV, cwd=ROOT,
+                         start_new_session=True)
     wait_for(lambda: any((tmp_path / "s").glob("*/metrics.jsonl")), p)
     kids = _children(p.pid)
     assert kids
-    p.send_signal(signal.SIGTERM)
+    if sig == signal.SIGINT:
+        os.killpg(p.pid, sig)
+    else:
+        p.send_signal(sig)
     _, err = p.communicate(timeout=300)
-    assert p.returncode == 3, err[-2000:]
+    assert p.returncode == (130 if sig == signal.SIGINT else 3), err[-2000:]
+    assert "Traceback" not in err and "checkpoint saved" in err, err[-2000:]
     for k in kids:
         with pytest.raises(ProcessLookupError):
             os.kill(k, 0)

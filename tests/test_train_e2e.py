@@ -114,7 +114,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
     ckpts[-1].write_bytes(ckpts[-1].read_bytes()[:100])  # truncated
     assert run_inproc([*FAST, "trainer.max_steps=30"], rd) == 0
     err = capsys.readouterr().err
-    assert "corrupt" in err and ckpts[-1].name in err
+    assert "is damaged" in err and ckpts[-1].name in err and f"resuming from {ckpts[0].name}" in err
 
 
 def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path):

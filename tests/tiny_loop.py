@@ -19,10 +19,11 @@ class TinyLoop:
 
     steps_per_epoch: int
 
-    def start(self):
+    def start(self, ckpt_dir="unused"):
+        """ckpt_dir: where self.state.save() writes and self.state.resume("auto") looks (the trainer's files)."""
         # a constant schedule (factor 1.0: the optimizer's own lr, exactly) so the state is the trainer's
         self.train_step = TrainStep(self.model, self.opt, StepSchedule(self.opt, lambda k: 1.0), self.sp)
-        self.state = TrainState(self.train_step, DistEnv(), ckpt_dir="unused")
+        self.state = TrainState(self.train_step, DistEnv(), ckpt_dir=ckpt_dir)
         self.skipped: list[int] = []
 
     def batch(self, step):

@@ -142,6 +142,15 @@ class EpochPosition:
         return len(self.batches)
 
 
+def ignore_interrupts(_worker_id: int) -> None:
+    """A loader worker ignores Ctrl-C (the terminal sends SIGINT to the whole process group): the main process
+    finishes its step, checkpoints and shuts the workers down (ham/train/stop.py); a worker that died of it
+    would fail the next batch instead."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class ResumableLoader(EpochPosition):
     """Iterates (images, labels) for one rank (torch DataLoader workers); position as EpochPosition."""
 
@@ -155,6 +164,7 @@ class ResumableLoader(EpochPosition):
         self.loader = DataLoader(
             SeededBatches(dataset), batch_sampler=self.batches, num_workers=num_workers, pin_memory=pin_memory,
             persistent_workers=num_workers > 0, prefetch_factor=4 if num_workers > 0 else None,
+            worker_init_fn=ignore_interrupts if num_workers > 0 else None,
             # a private generator: creating an iterator must not consume the global torch RNG (bit-exact
             # resume). It only sets the workers' base seeds; batches are seeded by (seed, epoch, rank, batch).
             generator=torch.Generator().manual_seed(mix_seed(seed, rank)))

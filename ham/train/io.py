@@ -88,7 +88,10 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
+def atomic_write(path: Path, write: Callable[[IO[bytes]], Any],
+                 before_replace: Callable[[Path], Any] | None = None) -> Path:
+    """`before_replace(tmp)` runs after the temp file is complete and synced, before it takes the final name
+    (a checkpoint's digest file is written there: ham/train/checkpoint.py)."""
     path = Path(path)
     tmp = temp_path(path)
     try:
@@ -96,7 +99,11 @@ def atomic_write(path: Path, write: Callable[[IO[bytes]], Any]) -> Path:
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        if before_replace is not None:
+            before_replace(tmp)
         os.replace(tmp, path)
+    except StorageError:  # from before_replace's own atomic write: already one line naming its path
+        raise
     except Exception as e:
         err = storage_error(path, e)
         if err is None:

@@ -30,7 +30,7 @@ from ham.train.metrics import l1_norm
 from ham.train.plots import plot_curves, plot_layer_sparsity
 from ham.train.sinks import MultiSink, ProgressBar, make_sinks
 from ham.train.state import TrainState
-from ham.train.stop import TrainingStop
+from ham.train.stop import TrainingStop, signal_name
 
 
 def train_from_config(cfg: DictConfig, run_dir: Path, env: DistEnv) -> dict[str, Any]:
@@ -81,7 +81,7 @@ def fit(run: Run, run_dir: Path, env: DistEnv) -> dict[str, Any]:
                     bar.set_postfix({"loss": f"{row['train/loss']:.4f}", "lr": f"{row['lr']:.3g}"})
                 if stop.requested(p.step):
                     state.save()
-                    raise Preempted(f"stop signal received; checkpoint saved at step {p.step}",
+                    raise Preempted(f"stopped by {stop_words(stop.signum)}; checkpoint saved at step {p.step}",
                                     signum=stop.signum, requeue=stop.requeue)
                 if p.step >= s.last_step:
                     break
@@ -133,6 +133,13 @@ def fit(run: Run, run_dir: Path, env: DistEnv) -> dict[str, Any]:
         sinks.summary(summary)
         sinks.finish()
     return summary
+
+
+def stop_words(signum: int | None) -> str:
+    if signum is None:  # DDP: another rank received it
+        return "a stop signal on another rank"
+    name = signal_name(signum)
+    return f"{name} (Ctrl-C)" if name == "SIGINT" else name
 
 
 class Interval:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, TextIO
 
 from ham.errors import ConfigError
-from ham.train.io import atomic_write_text
+from ham.train.io import atomic_write_text, storage_error
 
 
 class Sink(Protocol):
@@ -97,11 +97,14 @@ class JsonlSink:
         return len(lines) - len(keep)
 
     def log(self, metrics: Mapping[str, Any], step: int) -> None:
-        if self._file is None:
-            self._file = open(self.path, "a")  # noqa: SIM115 -- held open across calls, closed in finish()
         row = {"step": int(step), **{k: v for k, v in metrics.items() if k != "step"}}
-        self._file.write(json.dumps(to_jsonable(row), allow_nan=False) + "\n")
-        self._file.flush()
+        try:
+            if self._file is None:
+                self._file = open(self.path, "a")  # noqa: SIM115 -- held open across calls, closed in finish()
+            self._file.write(json.dumps(to_jsonable(row), allow_nan=False) + "\n")
+            self._file.flush()
+        except OSError as e:  # a full disk: one line naming this file (a bare write error carries no name)
+            raise (storage_error(self.path, e) or e) from None
 
     def summary(self, values: Mapping[str, Any]) -> None:
         pass  # the run's summary.json is written by the trainer

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import sys
@@ -25,11 +26,14 @@ import torch.distributed as dist
 from ham.errors import ConfigError, NonFiniteLoss, StorageError
 from ham.optim.factory import StepSchedule
 from ham.train.checkpoint import (
+    CheckpointDamaged,
     capture_rng_state,
+    digest_path,
     list_checkpoints,
-    load_checkpoint_file,
+    load_verified,
     restore_rng_state,
     save_checkpoint,
+    verify_checkpoint,
 )
 from ham.train.distributed import DistEnv
 from ham.train.io import storage_error
@@ -125,11 +129,24 @@ class TrainState:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bool(bad.item()):
             what = "loss or weights" if weights else "loss"
-            ckpts = list_checkpoints(self.ckpt_dir)
-            kept = (f"the last good checkpoint {ckpts[-1]} is intact" if ckpts else
-                    f"no checkpoint was written yet ({self.ckpt_dir} is empty)")
+            kept = self._newest_checkpoint_state()
             raise NonFiniteLoss(f"training {what} became NaN/inf by step {self.progress.step}; stopping; {kept} "
                                 f"(try a lower optimizer.lr or ham.alpha)")
+
+    def _newest_checkpoint_state(self) -> str:
+        """What the NaN line says about the newest checkpoint: "intact" only once its digest was checked."""
+        ckpts = list_checkpoints(self.ckpt_dir)
+        if not ckpts:
+            return f"no checkpoint was written yet ({self.ckpt_dir} is empty)"
+        try:
+            verified = verify_checkpoint(ckpts[-1])
+        except (CheckpointDamaged, OSError) as e:
+            return (f"the last checkpoint {ckpts[-1]} is damaged ({_reason(e)}): a rerun sets it aside and resumes "
+                    f"from an older one")
+        if verified:
+            return f"the last good checkpoint {ckpts[-1]} is intact (sha256 verified)"
+        return (f"the last checkpoint {ckpts[-1]} has no digest, so it could not be verified: if a rerun fails the "
+                f"same way, move it aside (resume falls back to the next older one)")
 
     def save(self) -> None:
         self.check_finite(weights=True)  # never replace a good checkpoint with NaN/inf weights
@@ -145,42 +162,87 @@ class TrainState:
 
     # ------------------------------------------------------------------ resume
     def resume(self, setting: str) -> bool:
-        """resume=auto: the newest checkpoint that loads AND fits this run (model keys and shapes, optimizer,
-        sparsifier state); one that does not is skipped with a warning (fall back to the next older). None
-        fits: ConfigError (exit 2) listing the files and the choices. resume=PATH must fit, else ConfigError."""
+        """resume=auto: the newest checkpoint that is intact (its sha256 digest matches: ham/train/checkpoint.py)
+        AND fits this run (model keys and shapes, optimizer, sparsifier state). One that does not is set aside
+        (renamed ckpt_N.pt.damaged / ckpt_N.pt.unfit by rank 0, never deleted) with one warning line naming it and
+        the checkpoint used instead. None usable: ConfigError (exit 2) listing the files and the choices, nothing
+        renamed. A checkpoint without a digest (older than digests) loads with a warning: unverified.
+        resume=PATH must be intact and fit, else ConfigError."""
         if setting == "never":
             return False
         if setting != "auto":
             path = Path(setting)
             try:
-                self._load_fitting(load_checkpoint_file(path, map_location=self.env.device))
+                state, verified = load_verified(path, map_location=self.env.device)
+                self._load_fitting(state)
             except (MemoryError, torch.OutOfMemoryError):
                 raise
+            except CheckpointDamaged as e:
+                raise ConfigError(f"resume={setting} is damaged ({e}); allowed: auto, never, or an intact "
+                                  f"checkpoint written by train.py") from None
             except Exception as e:  # noqa: BLE001
                 raise ConfigError(f"resume={setting} cannot be used for this run ({_reason(e)}); allowed: auto, "
                                   f"never, or a checkpoint written by train.py with the same model, dataset and "
                                   f"sparsifier") from None
-            self._print(f"resumed from {path} ({self.progress})")
+            self._resumed(path, verified)
             return True
         candidates = list_checkpoints(self.ckpt_dir)[::-1]
         if not candidates:
             return False
-        for i, path in enumerate(candidates):
+        skipped: list[tuple[Path, str, str]] = []  # (file, damaged|unfit, reason)
+        for path in candidates:
             try:
-                self._load_fitting(load_checkpoint_file(path, map_location=self.env.device))
+                state, verified = load_verified(path, map_location=self.env.device)
             except (MemoryError, torch.OutOfMemoryError):
                 raise
-            except Exception as e:  # noqa: BLE001 -- corrupt, wrong model, missing keys: all mean "unusable"
-                nxt = candidates[i + 1].name if i + 1 < len(candidates) else "nothing"
-                self._print(f"warning: checkpoint {path.name} is unusable (corrupt or not this run's: "
-                            f"{_reason(e)}); falling back to {nxt}")
+            except CheckpointDamaged as e:
+                skipped.append((path, "damaged", str(e)))
                 continue
-            self._print(f"resumed from {path} ({self.progress})")
+            except Exception as e:  # noqa: BLE001 -- unreadable, truncated zip, bad pickle, refused global
+                skipped.append((path, "damaged", _reason(e)))
+                continue
+            try:
+                self._load_fitting(state)
+            except (MemoryError, torch.OutOfMemoryError):
+                raise
+            except Exception as e:  # noqa: BLE001 -- wrong model, missing keys: intact but not this run's
+                skipped.append((path, "unfit", _reason(e)))
+                continue
+            for bad, kind, reason in skipped:
+                aside = self._set_aside(bad, kind)
+                what = "damaged" if kind == "damaged" else "unusable (not this run's"
+                where = f"set aside as {aside}" if aside else "left in place"
+                self._print(f"warning: checkpoint {bad.name} is {what}: {reason}{')' if kind == 'unfit' else ''}; "
+                            f"{where}; resuming from {path.name} instead")
+            self._resumed(path, verified)
             return True
-        names = ", ".join(p.name for p in candidates)
-        raise ConfigError(f"no checkpoint in {self.ckpt_dir} fits this run ({names}: corrupt or from another "
-                          f"model/sparsifier); move them away to start over, pass resume=PATH (a good checkpoint), "
-                          f"or use resume=never with a new hydra.run.dir")
+        names = "; ".join(f"{p.name}: {kind} ({reason})" for p, kind, reason in skipped)
+        raise ConfigError(f"no usable checkpoint in {self.ckpt_dir} ({names}); move them away to start over, pass "
+                          f"resume=PATH (an intact checkpoint), or use resume=never with a new hydra.run.dir")
+
+    def _resumed(self, path: Path, verified: bool) -> None:
+        if not verified:
+            self._print(f"warning: checkpoint {path} has no digest ({digest_path(path).name}: written before "
+                        f"digests existed, or removed); loaded unverified")
+        self._print(f"resumed from {path} ({self.progress})")
+
+    def _set_aside(self, path: Path, kind: str) -> Path | None:
+        """Rename a checkpoint resume cannot use (rank 0) so that no later save deletes or overwrites it and no
+        later resume tries it again; its digest goes with it. None if it could not be renamed."""
+        aside = path.with_name(f"{path.name}.{kind}")
+        if not self.env.is_main:
+            return aside
+        try:
+            if aside.exists():  # an earlier one of the same name: keep both
+                aside = path.with_name(f"{path.name}.{kind}-{int(time.time())}")
+            path.rename(aside)
+        except OSError:
+            return None
+        side = digest_path(path)
+        if side.exists():
+            with contextlib.suppress(OSError):
+                side.rename(digest_path(aside))
+        return aside
 
     def _load_fitting(self, state: dict[str, Any]) -> None:
         """load_state_dict, all or nothing: checked against this run's structure first, and if loading still
