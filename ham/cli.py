@@ -398,6 +398,10 @@ def main(argv: list[str] | None = None) -> int:
         app = hydra.main(config_path=str(CONFIG_DIR), config_name="train", version_base="1.3")(train)
         if fast_help(sys.argv[1:]):
             return EXIT_OK
+        bad_shell = unknown_completion_shell(sys.argv[1:])
+        if bad_shell:
+            _err(bad_shell)
+            return EXIT_CONFIG
         return run_cli(app)
     except stop.StopRequested as e:  # outside run_cli (set-up, --help): the same line and exit code
         if _rank() == 0:
@@ -468,6 +472,19 @@ def run_cli(hydra_main: Callable[[], Any]) -> int:
         _err(f"SLURM/submitit: {type(e).__name__}: {text[:300]}")
         return EXIT_FAILED
     return EXIT_OK
+
+
+COMPLETION_SHELLS = ("bash", "fish", "zsh")  # Hydra's shell-completion plugins
+
+
+def unknown_completion_shell(args: list[str]) -> str | None:
+    """Hydra answers `-sc install=SHELL` for an unknown SHELL with a traceback: one line instead."""
+    for flag, value in zip(args, args[1:]):
+        if flag in ("-sc", "--shell-completion") and "=" in value:
+            action, shell = value.split("=", 1)
+            if action in ("install", "uninstall") and shell not in COMPLETION_SHELLS:
+                return f"{flag} {value}: no completion for {shell!r}; allowed: {', '.join(COMPLETION_SHELLS)}"
+    return None
 
 
 def _raised_in_omegaconf(e: BaseException) -> bool:

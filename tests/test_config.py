@@ -292,3 +292,39 @@ def test_config_check_does_not_import_torch():
             "print('RESULT', rc, rc2, [m for m in ('torch', 'timm', 'wandb', 'torchvision') if m in sys.modules])")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert "RESULT 0 2 []" in p.stdout, p.stdout[-1000:] + p.stderr[-2000:]
+
+
+# paths the other entry points take: one line, exit 2, nothing created (ffcv_write checks its paths and sources
+# before it needs ffcv's libraries; --out /proc/x fails at creation, after that check)
+def _ffcv_write_cases(tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    return [(["--dataset", "digits", "--out", "/proc/ham_x"], "--out /proc/ham_x"),
+            (["--dataset", "digits", "--out", str(a_file)], f"--out {a_file} is a file"),
+            (["--dataset", "cifar100", "--data-dir", str(tmp_path / "none"), "--out", str(tmp_path / "X")],
+             "has no CIFAR-100"),
+            (["--dataset", "cifar100", "--out", str(tmp_path / "X")], "--data-dir is required")]
+
+
+def test_ffcv_write_bad_paths_exit_2_with_one_line_and_create_nothing(tmp_path, capsys):
+    from ham.data.ffcv_write import main as ffcv_write
+
+    for argv, text in _ffcv_write_cases(tmp_path):
+        before = _files(tmp_path)
+        rc = ffcv_write(argv)
+        out, err = capsys.readouterr()
+        if "needs ffcv" in err:  # no ffcv libraries here: the same one line, from the earlier check
+            assert rc == 2 and len(err.strip().splitlines()) == 1
+            continue
+        assert rc == 2 and text in err and len(err.strip().splitlines()) == 1, (argv, err)
+        assert _files(tmp_path) == before, argv
+
+
+def test_unknown_completion_shell_is_one_line(tmp_path, monkeypatch, capsys):
+    from ham.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["-sc", "install=nosuchshell"]) == 2
+    out, err = capsys.readouterr()
+    assert err.strip() == "error: -sc install=nosuchshell: no completion for 'nosuchshell'; allowed: bash, fish, zsh"
+    assert not any(tmp_path.iterdir())

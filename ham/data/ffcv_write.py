@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ham.data.catalog import FFCV_FORMAT, FFCV_META, read_ffcv_meta
+from ham.data.catalog import FFCV_FORMAT, FFCV_META, check_dataset, read_ffcv_meta
 from ham.errors import ConfigError
 
 SPLITS = ("train", "val")
@@ -92,8 +92,6 @@ class ArrayImages:
 def _imagenet(data_dir: Path, errors: _Errors) -> tuple[dict[str, Any], dict[str, Any]]:
     from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-    from ham.data.catalog import check_dataset
-
     check_dataset("imagenet", str(data_dir))
     classes, idx = find_classes(str(data_dir / "train"))
     val_classes, _ = find_classes(str(data_dir / "val"))
@@ -105,7 +103,6 @@ def _imagenet(data_dir: Path, errors: _Errors) -> tuple[dict[str, Any], dict[str
 
 
 def _cifar100(data_dir: Path, errors: _Errors):
-    from ham.data.catalog import check_dataset
     from ham.data.datasets import _cifar100_class
 
     check_dataset("cifar100", str(data_dir))
@@ -166,17 +163,35 @@ def convert(args) -> dict[str, Any]:
     if existing and not args.overwrite:
         raise ConfigError(f"--out {out} already holds {', '.join(existing)}; pass --overwrite to replace them, "
                           f"or --verify to check them")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; allowed: a new or an existing directory")
+    if args.dataset != "digits":  # the source is checked before anything is created
+        if not args.data_dir:
+            raise ConfigError(f"--data-dir is required for --dataset {args.dataset}")
+        check_dataset(args.dataset, args.data_dir)
     missing = ffcv_missing_message("ham.data.ffcv_write")
     if missing:
         raise ConfigError(missing)
-    out.mkdir(parents=True, exist_ok=True)
+    created = not out.exists()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"--out {out}: cannot create it ({e.strerror}); allowed: a directory on a writable "
+                          f"filesystem") from None
+    try:
+        return _convert_into(out, targets, args)
+    except BaseException:
+        if created and not any(out.iterdir()):
+            out.rmdir()  # nothing was written: leave no empty --out behind
+        raise
+
+
+def _convert_into(out: Path, targets: list[Path], args) -> dict[str, Any]:
     errors = _Errors(out / f".errors-{os.getpid()}.txt")
     errors.path.unlink(missing_ok=True)
     if args.dataset == "digits":
         sources, extra = _digits(args.val_fraction)
     else:
-        if not args.data_dir:
-            raise ConfigError(f"--data-dir is required for --dataset {args.dataset}")
         sources, extra = (_imagenet if args.dataset == "imagenet" else _cifar100)(Path(args.data_dir), errors)
     for p in targets:  # --overwrite: the old record goes first, so a half-replaced directory never looks complete
         if p.exists():
