@@ -26,6 +26,7 @@ from typing import Any, Iterable
 
 from ham import registry
 from ham.config import REPO_ROOT, job_status
+from ham.provenance import provenance
 from ham.slurm import SlurmOptions
 from ham.train.threads import usable_cores
 
@@ -168,7 +169,8 @@ def sweep_name(table: str | None, search: str | None, blocks: list[Block], extra
 
 def write_manifest(sweep_dir: Path, *, table: str | None, blocks: list[Block], extra: list[str], expected: int) -> None:
     sweep_dir.mkdir(parents=True, exist_ok=True)
-    manifest = {"table": table, "blocks": [b.overrides for b in blocks], "extra": extra, "expected_jobs": expected}
+    manifest = {"table": table, "blocks": [b.overrides for b in blocks], "extra": extra, "expected_jobs": expected,
+                "provenance": provenance()}
     (sweep_dir / "sweep.json").write_text(json.dumps(manifest, indent=2))
 
 
@@ -279,6 +281,8 @@ def load_runs(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         if row["status"] == "done":
             row.update({k: s.get(k) for k in ("val/top1", "val/top5", "val/loss", "train/loss", "sparsity",
                                               "train/l1_norm", "wall_time_s", "steps")})
+            run = s.get("provenance") or {}
+            row.update({"threads": run.get("threads"), "commit": run.get("commit")})
         elif row["status"] == "failed":
             row["error"] = error
         rows.append(row)
@@ -315,6 +319,17 @@ def _pm(m: float | None, sd: float | None) -> str:
     if m is None:
         return "—"
     return f"{m:.2f}" if sd is None else f"{m:.2f} ± {sd:.2f}"
+
+
+def provenance_line(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Who made these numbers: the sweep's command and commit, torch, and the runs' CPU threads."""
+    p = manifest.get("provenance") or {}
+    threads = sorted({r["threads"] for r in rows if r.get("threads") is not None})
+    commits = sorted({r["commit"] for r in rows if r.get("commit")})
+    return (f"Made by `{p.get('command', '?')}` at commit {p.get('commit') or '?'} (torch {p.get('torch', '?')}, "
+            f"{p.get('cpu_cores', '?')} cores); runs used {'/'.join(map(str, threads)) or '?'} CPU thread(s)"
+            + (f"; runs finished at {len(commits)} different commits: {', '.join(c[:12] for c in commits)}"
+               if len(commits) > 1 else "") + ".")
 
 
 def write_reports(sweep_dir: Path, metric: str = "val/top1") -> str:
@@ -356,6 +371,7 @@ def write_reports(sweep_dir: Path, metric: str = "val/top1") -> str:
             lines.append(f"- unfinished: {', '.join(unfinished[:5])}" + (" ..." if len(unfinished) > 5 else ""))
     if table == "proxy":
         lines += ["", *paired_table(rows, metric)]
+    lines += ["", provenance_line(manifest, rows)]
     text = "\n".join(lines)
     (sweep_dir / "results.md").write_text(text + "\n")
     if not table and any(a["mean"] is not None for a in agg):

@@ -18,6 +18,7 @@ from torch import nn
 
 from ham import registry
 from ham.config import config_hash
+from ham.provenance import provenance
 from ham.data.datasets import DatasetInfo, build_datasets
 from ham.data.ffcv_loader import build_ffcv_loaders
 from ham.data.loader import build_loader
@@ -48,6 +49,7 @@ class Settings:
     wandb: dict[str, Any] | None
     config: dict[str, Any]  # the resolved config (W&B's record)
     config_hash: str
+    provenance: dict[str, Any]  # commit, command, versions, threads: what produced this run (ham/provenance.py)
 
 
 @dataclass
@@ -157,7 +159,8 @@ def build_run(cfg: DictConfig, env: DistEnv) -> Run:
         eval_every_epochs=t.eval_every_epochs, keep_checkpoints=t.keep_checkpoints,
         preempt_check_every=t.preempt_check_every, progress_bar=t.progress_bar, resume=str(cfg.resume),
         wandb=None if wandb is None else OmegaConf.to_container(wandb, resolve=True),
-        config=OmegaConf.to_container(cfg, resolve=True), config_hash=config_hash(cfg))
+        config=OmegaConf.to_container(cfg, resolve=True), config_hash=config_hash(cfg),
+        provenance=provenance(threads=torch.get_num_threads()))
     return Run(model=model, optimizer=optimizer, scheduler=scheduler, sparsifier=sparsifier, step=step,
                train_loader=train_loader, val_loader=val_loader, data_info=data_info, channels_last=channels_last,
                settings=settings)

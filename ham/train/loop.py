@@ -118,6 +118,7 @@ def fit(run: Run, run_dir: Path, env: DistEnv) -> dict[str, Any]:
         **{k: logged.get(k) for k in ("train/loss", "train/l1_norm", "train/sign_flips_init",
                                       "train/images_per_s")},
         "sparsity": report["global"], "sparsity_per_layer": report["layers"], "config_hash": s.config_hash,
+        "provenance": {**s.provenance, "device": str(env.device), "world_size": env.world_size},
     }
     extra = sparsifier.report()
     if extra is not None:
