@@ -81,6 +81,10 @@ def explain_hydra_error(e: BaseException) -> str:
         return (f"the override {e.override!r} is not valid override grammar ({one_line(e).split(' See ')[0]}); "
                 f"quote lists and strings: 'key=[1,2]', 'key=\"a b\"'")
     cause = e.__cause__ if e.__cause__ is not None else e
+    link = e
+    while link is not None and not isinstance(link, OmegaConfBaseException):  # Hydra wraps it, with or without
+        link = link.__cause__ or link.__context__  # `from`: the OmegaConf error names the key
+    cause = link if link is not None else cause
     if isinstance(cause, ConfigError):
         return str(cause)
     key = getattr(cause, "full_key", None)
