@@ -170,8 +170,7 @@ def validate(cfg: DictConfig, *, world_size: int = 1, run_dir: Path | None = Non
                 n = int(read_ffcv_meta(ds.name, cfg.data_dir)["train_size"])
             else:
                 check_dataset(ds.name, cfg.data_dir, download=bool(ds.download))
-                n = None if ds.name == "cifar100" and ds.download else train_size_at_least(
-                    ds.name, cfg.data_dir, ds.options, gbs)
+                n = train_size_at_least(ds.name, cfg.data_dir, ds.options, gbs)
         except OSError as e:
             raise ConfigError(f"data_dir={cfg.data_dir}: cannot read {e.filename or 'the dataset'} "
                               f"({e.strerror or e}); allowed: a readable dataset directory") from None

@@ -15,7 +15,8 @@ import torch
 from torch.utils.data import Dataset
 
 from ham import registry
-from ham.data.catalog import CIFAR_URL, check_dataset
+from ham.data.catalog import check_dataset
+from ham.data.options import CIFAR_URL
 from ham.data.loader import mix_seed
 from ham.errors import ConfigError
 

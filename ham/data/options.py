@@ -2,17 +2,22 @@
 
 Facts: shape (classes, channels) of a real dataset (what dataset.smoke_images generates in its place; synthetic
 takes them from its options), ffcv_native_size (the resolution its .beton files hold; the ffcv loader does not
-resize them), files (false: nothing on disk, so no ffcv).
+resize them), files (false: nothing on disk, so no ffcv), bundled (shipped with a package: no data_dir unless
+its ffcv files are read).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Any, Mapping, Optional
 
 from ham.errors import ConfigError
 from ham.options import Component, NoKwargs, opt, select
 from ham.registry import declare, fact, names
+
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
 
 @dataclass
@@ -50,6 +55,15 @@ class DatasetConfig(Component):
     ffcv: FFCVOptions = opt(FFCVOptions(), doc="options of dataset.loader=ffcv")
     smoke_images: Optional[int] = opt(None, ge=1, doc="smoke tests (smoke=cpu): this many generated training "
                                                       "images of the dataset's shape instead of its files")
+
+    @classmethod
+    def check_source(cls, data_dir: Path, download: bool = False) -> None:
+        """One ConfigError line when data_dir does not hold this dataset (no side effects, torch-free)."""
+
+    @classmethod
+    def train_size_at_least(cls, data_dir: str | None, options: Mapping[str, Any], need: int) -> int:
+        """The training set's size, or any number >= `need` (counting may stop there)."""
+        raise NotImplementedError
 
     @classmethod
     def cross_check(cls, node, root, path):
@@ -96,6 +110,31 @@ class SyntheticOptions:
 @declare("dataset", "imagenet", build="ham.data.datasets:imagenet", label="ImageNet", shape=(1000, 3))
 class ImageNetDataset(DatasetConfig):
     """ImageNet-1k (ILSVRC2012) from class folders, or ffcv files."""
+
+    @classmethod
+    def check_source(cls, data_dir, download=False):
+        for split in ("train", "val"):
+            d = data_dir / split
+            if d.is_dir() and not os.access(d, os.R_OK | os.X_OK):
+                raise ConfigError(f"data_dir={str(data_dir)!r}: its {split} split is not readable by this user "
+                                  f"(check its permissions)")
+            if not d.is_dir() or not any(p.is_dir() for p in d.iterdir()):
+                raise ConfigError(f"data_dir={str(data_dir)!r} has no ImageNet {split} split (expected class "
+                                  f"folders in {d}); download ILSVRC2012 from https://image-net.org and arrange "
+                                  f"it as data_dir/{{train,val}}/<class>/<image>.JPEG")
+
+    @classmethod
+    def train_size_at_least(cls, data_dir, options, need):
+        seen = 0
+        with os.scandir(Path(data_dir) / "train") as classes:
+            for c in classes:
+                if c.is_dir():
+                    with os.scandir(c.path) as files:
+                        for f in files:
+                            seen += f.is_file()
+                            if seen >= need:
+                                return seen
+        return seen
     options: ImageNetOptions = opt(ImageNetOptions())
     ffcv: ImageNetFFCVOptions = opt(ImageNetFFCVOptions(), doc="options of dataset.loader=ffcv")
 
@@ -139,14 +178,41 @@ class ImageNetDataset(DatasetConfig):
 class CIFAR100Dataset(DatasetConfig):
     """CIFAR-100 (python pickle files), or ffcv files."""
 
+    @classmethod
+    def check_source(cls, data_dir, download=False):
+        need = data_dir / "cifar-100-python" / "train"
+        if not need.is_file():
+            if download:
+                return  # build_datasets fetches it
+            raise ConfigError(f"data_dir={str(data_dir)!r} has no CIFAR-100 (expected {need}); download it with "
+                              f"dataset.download=true or from {CIFAR_URL} (extract into data_dir)")
+        if not os.access(need, os.R_OK):
+            raise ConfigError(f"data_dir={str(data_dir)!r}: {need} is not readable by this user")
 
-@declare("dataset", "digits", build="ham.data.datasets:digits", label="digits", shape=(10, 1), ffcv_native_size=8)
+    @classmethod
+    def train_size_at_least(cls, data_dir, options, need):
+        return 50_000
+
+
+@declare("dataset", "digits", build="ham.data.datasets:digits", label="digits", shape=(10, 1), ffcv_native_size=8,
+         bundled=True)
 class DigitsDataset(DatasetConfig):
     """scikit-learn's bundled 8x8 handwritten digits: 1797 real images, offline."""
+
+    CLASS_COUNTS = (178, 182, 177, 183, 181, 182, 181, 179, 174, 180)  # images per class in sklearn's fixed file
+
+    @classmethod
+    def train_size_at_least(cls, data_dir, options, need):
+        vf = float(options.get("val_fraction", 0.2))
+        return sum(c - round(c * vf) for c in cls.CLASS_COUNTS)  # the stratified split of datasets.py
     options: DigitsOptions = opt(DigitsOptions())
 
 
 @declare("dataset", "synthetic", build="ham.data.datasets:synthetic", label="synthetic", files=False)
 class SyntheticDataset(DatasetConfig):
     """Generated images (tests and benchmarks)."""
+
+    @classmethod
+    def train_size_at_least(cls, data_dir, options, need):
+        return int(options.get("train_size", 256))
     options: SyntheticOptions = opt(SyntheticOptions())
