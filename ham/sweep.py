@@ -396,11 +396,13 @@ def paired_differences(rows: list[dict[str, Any]], metric: str) -> dict[str, lis
 
 def paired_table(rows: list[dict[str, Any]], metric: str) -> list[str]:
     """Per row: baseline and HAM mean ± std over seeds, the paired difference, HAM's wins, and a one-sided
-    paired t-test of "HAM improves this row" (scipy)."""
+    paired t-test of "HAM improves this row" (scipy), with Holm's correction for testing every row at once."""
     from scipy import stats
 
-    lines = [f"Paired by seed ({metric}; one-sided paired t-test, H1: HAM > baseline)", "",
-             "| row | baseline | HAM | HAM - baseline | HAM wins | p |", "|---|---|---|---|---|---|"]
+    lines = [f"Paired by seed ({metric}; one-sided paired t-test, H1: HAM > baseline; p (Holm): corrected for the "
+             f"number of rows tested)", "",
+             "| row | baseline | HAM | HAM - baseline | HAM wins | p | p (Holm) |", "|---|---|---|---|---|---|---|"]
+    cells = []
     for row, triples in paired_differences(rows, metric).items():
         base = [b for _, b, _ in triples]
         ham = [h for _, _, h in triples]
@@ -408,10 +410,23 @@ def paired_table(rows: list[dict[str, Any]], metric: str) -> list[str]:
         (mb, sb), (mh, sh), (md, sd) = mean_std(base), mean_std(ham), mean_std(diff)
         p = float(stats.ttest_rel(ham, base, alternative="greater").pvalue) if len(diff) > 1 and sd else \
             float("nan")
-        wins = sum(d > 0 for d in diff)
+        cells.append((row, mb, sb, mh, sh, md, sd, sum(d > 0 for d in diff), len(diff), p))
+    adjusted = holm([c[-1] for c in cells])
+    for (row, mb, sb, mh, sh, md, sd, wins, n, p), p_holm in zip(cells, adjusted):
         lines.append(f"| {row} | {_pm(mb, sb)} | {_pm(mh, sh)} | {md:+.2f}{'' if sd is None else f' ± {sd:.2f}'} | "
-                     f"{wins}/{len(diff)} | {p:.3g} |")
+                     f"{wins}/{n} | {p:.3g} | {p_holm:.3g} |")
     return lines
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (NaN stays NaN and is not counted as a test)."""
+    tested = sorted((p, i) for i, p in enumerate(pvalues) if p == p)
+    out = [float("nan")] * len(pvalues)
+    running = 0.0
+    for rank, (p, i) in enumerate(tested):
+        running = max(running, min(1.0, (len(tested) - rank) * p))
+        out[i] = running
+    return out
 
 
 def plot_paired(rows: list[dict[str, Any]], path: Path, metric: str, title: str | None = None) -> None:

@@ -26,3 +26,10 @@ def test_results_say_who_made_them():
     rows.append({"threads": 2, "commit": "def"})
     line = provenance_line(manifest, rows)
     assert "runs used 1/2 CPU thread(s)" in line and "2 different commits: abc, def" in line
+
+
+def test_holm_correction_is_step_down_and_monotone():
+    from ham.sweep import holm
+
+    got = holm([0.01, 0.04, 0.03, float("nan"), 0.5])
+    assert got[:3] == [0.04, 0.09, 0.09] and got[3] != got[3] and got[4] == 0.5
