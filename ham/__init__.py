@@ -6,8 +6,9 @@ config check use -- does not pay for importing torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ham.lazy import lazy_names
 
 __all__ = ["HAM", "SAM", "hyperbolic_step_"]
 __version__ = "0.1.0"
@@ -20,12 +21,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs
     from ham.optim.sam import SAM
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ham' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
 
 
 def __dir__() -> list[str]:

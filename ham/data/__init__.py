@@ -3,18 +3,10 @@ config check uses, must not pay for importing torch."""
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from ham.lazy import lazy_names
 
 _LAZY = {"check_dataset": "ham.data.catalog",
          "DatasetInfo": "ham.data.datasets", "build_datasets": "ham.data.datasets",
          "LOADER_BACKENDS": "ham.data.loader", "ResumableLoader": "ham.data.loader", "build_loader": "ham.data.loader"}
 __all__ = sorted(_LAZY)
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ham.data' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)

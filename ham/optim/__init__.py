@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ham.lazy import lazy_names
 
 __all__ = ["HAM", "SAM", "hyperbolic_step_"]
 _LAZY = {"HAM": "ham.optim.ham", "SAM": "ham.optim.sam", "hyperbolic_step_": "ham.optim.functional"}
@@ -14,9 +15,4 @@ if TYPE_CHECKING:
     from ham.optim.sam import SAM
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'ham.optim' has no attribute {name!r}")
+__getattr__ = lazy_names(__name__, _LAZY)
