@@ -94,6 +94,8 @@ def test_multirun_two_jobs_make_two_complete_run_dirs(tmp_path, capsys):
     assert capsys.readouterr().err.count("already finished") == 2
 
 
+@pytest.mark.slow  # ~5 process start-ups; the multirun itself (complete dirs, alpha reaches the jobs, a rerun
+# skips finished jobs): test_multirun_two_jobs_make_two_complete_run_dirs above
 def test_submitit_local_multirun_complete_run_dirs_reported_and_rerun_skips(tmp_path):
     """A real `python train.py -m` with the submitit_local launcher (each job its own process), typed in a fresh
     working directory: two complete run dirs whose alpha really differed, one console line per job, no `%j`

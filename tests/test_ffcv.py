@@ -278,6 +278,43 @@ def test_quickstart_learns_through_ffcv_and_sigkill_resume_is_bit_exact(tmp_path
     assert 0 < step < 3 * 44 and all(torch.equal(a[k], b[k]) for k in a), step
 
 
+def _image_keys(digits_beton):
+    """Each training image -> its indices in the torchvision set, keyed by its integer ink levels and label."""
+    tv_train, _, _ = build_datasets("digits", None, augment=False)
+    meta = json.loads((digits_beton / "ham_ffcv.json").read_text())
+
+    def key(x, y):  # back to the integer ink levels 0..16: exact, whatever the float rounding
+        ink = torch.round((x * meta["std"] + meta["mean"]) * 16).to(torch.uint8)
+        return ink.numpy().tobytes() + bytes([int(y)])
+
+    keys = {}
+    for i in range(len(tv_train)):
+        keys.setdefault(key(tv_train.x[i], tv_train.y[i]), []).append(i)
+    return key, keys
+
+
+def test_two_rank_shards_are_disjoint_and_cover_the_epoch(digits_beton):
+    """Each rank's loader (DistEnv rank r of 2, in this process) delivers its own half of every epoch; together
+    the whole training set once, reshuffled per epoch. The same through torchrun and the trainer: the slow test
+    below."""
+    key, keys = _image_keys(digits_beton)
+    loaders = [_loaders(digits_beton, "dataset.augment=false", "trainer.global_batch_size=1438", batch=719,
+                        env=DistEnv(rank=r, world_size=2))[0] for r in (0, 1)]
+    firsts = []
+    for epoch in (0, 1):
+        seen = []
+        for loader in loaders:
+            batches = _epoch(loader, epoch)
+            x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+            assert len(y) == 719
+            seen.append([keys[key(xi, yi)] for xi, yi in zip(x, y)])
+        firsts.append(seen[0])
+        flat = [i for rank in seen for cand in rank for i in cand[:1]]
+        assert sorted(flat) == sorted(keys[k][0] for k in keys for _ in keys[k])
+    assert firsts[0] != firsts[1]  # reshuffled
+
+
+@pytest.mark.slow  # ~1 min (two ranks start); the sharding itself: the test above
 def test_two_rank_gloo_ddp_shards_are_disjoint_and_cover_the_epoch(tmp_path, digits_beton):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",

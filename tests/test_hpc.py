@@ -118,6 +118,24 @@ def sweep_inproc(capfd, *argv):
     return subprocess.CompletedProcess(argv, code, out, err)
 
 
+def test_two_grids_get_two_sweep_dirs_and_the_same_grid_the_same_one(tmp_path, capfd, monkeypatch):
+    """Without running anything (--dry-run): each grid's own sweep directory, the same grid's again. Running both
+    into one root: the slow test below."""
+    monkeypatch.chdir(ROOT)
+    base = ["experiment=quickstart", "trainer.epochs=1", "trainer.max_steps=3", "--beta", "0", "--seeds", "0",
+            "--root", str(tmp_path), "--dry-run"]
+    dirs = []
+    for alpha in ("0", "20", "0"):
+        p = sweep_inproc(capfd, *base, "--alpha", alpha)
+        assert p.returncode == 0, p.stderr
+        (d,) = set(re.findall(r"hydra\.sweep\.dir=(\S+)", p.stdout))
+        assert f"ham.alpha={alpha}" in p.stdout
+        dirs.append(d)
+    assert dirs[0] != dirs[1] and dirs[0] == dirs[2] and all(d.startswith(str(tmp_path)) for d in dirs)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # two real sweeps (two train.py processes)
 def test_two_grids_in_one_root_keep_both_records(tmp_path, capfd, monkeypatch):
     monkeypatch.chdir(ROOT)
     base = ["experiment=quickstart", "trainer.epochs=1", "trainer.max_steps=3", "--beta", "0", "--seeds", "0",

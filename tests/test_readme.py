@@ -145,11 +145,17 @@ def test_users_own_command_without_data_is_one_line_exit_2_nothing_created(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
-def test_smoke_command_runs_a_paper_preset_without_its_data(tmp_path):
+def test_smoke_command_runs_a_paper_preset_without_its_data(tmp_path, monkeypatch, capsys):
+    """In-process (train.py's own entry, ham.cli.main, with the command's arguments) in a fresh working
+    directory: the main job above is the README's real-process run."""
+    from ham.cli import main
+
     cmd = commands("trainer")[1]
     assert "smoke=cpu" in cmd
-    p = run(argv(cmd), tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
+    words = argv(cmd)
+    assert words[1] == str(ROOT / "train.py")
+    monkeypatch.chdir(tmp_path)
+    assert main(words[2:]) == 0, capsys.readouterr().err[-3000:]
     run_dir = only_run_dir(tmp_path, "imagenet_resnet50_smoke_dense_*")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 4 and (run_dir / "model_final.pt").is_file()
