@@ -364,6 +364,7 @@ def _children(pid):
         return []
 
 
+@pytest.mark.slow  # ~1-2 min: two sweeps, two trainings; stop signals to train.py itself: the tests above
 def test_sigterm_to_sweep_stops_its_child_and_rerun_finishes(tmp_path):
     cmd = [sys.executable, str(ROOT / "sweep.py"), "experiment=quickstart", "trainer.epochs=8",
            "trainer.log_every_steps=5", "--alpha", "20", "--beta", "0.001", "--seeds", "0",

@@ -243,13 +243,15 @@ def test_imagenet_val_center_crop_matches_torchvision_and_progressive_resizing(f
 
 
 # ------------------------------------------------------------------ training through dataset.loader=ffcv
-def test_quickstart_learns_through_ffcv_and_sigkill_resume_is_bit_exact(tmp_path, digits_beton, capsys):
-    # the killed run is a real `python train.py` process; the reference, the torchvision run and the resume run
-    # in-process (one thread, like the subprocess: bit-identical)
+FFCV_ARGS = ["experiment=quickstart", "dataset.loader=ffcv", "trainer.epochs=3", "trainer.checkpoint_every_steps=10",
+             "trainer.eval_every_epochs=3"]
+
+
+def _learns_through_ffcv(tmp_path, digits_beton, capsys):
+    """The quickstart through dataset.loader=ffcv (in-process, one thread) learns like the torchvision loader."""
     from ham.cli import main as train_main
 
-    args = ["experiment=quickstart", "dataset.loader=ffcv", f"data_dir={digits_beton}", "trainer.epochs=3",
-            "trainer.checkpoint_every_steps=10", "trainer.eval_every_epochs=3"]
+    args = [*FFCV_ARGS, f"data_dir={digits_beton}"]
     ref = tmp_path / "ref"
     assert train_main([*args, f"hydra.run.dir={ref}"]) == 0, capsys.readouterr().err[-3000:]
     top1 = json.loads((ref / "summary.json").read_text())["val/top1"]
@@ -258,6 +260,21 @@ def test_quickstart_learns_through_ffcv_and_sigkill_resume_is_bit_exact(tmp_path
                        f"hydra.run.dir={tv}"]) == 0
     tv_top1 = json.loads((tv / "summary.json").read_text())["val/top1"]
     assert top1 > 90 and abs(top1 - tv_top1) < 4, (top1, tv_top1)  # the torchvision loader's band
+    return args, ref
+
+
+def test_quickstart_learns_through_ffcv(tmp_path, digits_beton, capsys):
+    _learns_through_ffcv(tmp_path, digits_beton, capsys)
+
+
+@pytest.mark.slow  # ~1.5 min (an ffcv process start-up); resumes mid-epoch through ffcv: the loader test above
+# (test_augmentation_is_a_function_of_seed_and_epoch_and_resume_skips); SIGKILL + bit-exact resume: test_train_e2e
+def test_quickstart_learns_through_ffcv_and_sigkill_resume_is_bit_exact(tmp_path, digits_beton, capsys):
+    # the killed run is a real `python train.py` process; the reference, the torchvision run and the resume run
+    # in-process (one thread, like the subprocess: bit-identical)
+    from ham.cli import main as train_main
+
+    args, ref = _learns_through_ffcv(tmp_path, digits_beton, capsys)
     victim = tmp_path / "victim"
     v = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={victim}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT)
