@@ -37,3 +37,22 @@ def _threads(request, monkeypatch):
         yield
     finally:
         torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------- trained tiny runs, shared by the session
+# A small, fast quickstart (2 epochs of digits, a checkpoint every 10 steps). Tests that only read a finished run
+# (its files, its checkpoints, its weights as the bit-exact reference of a resumed run) share this one; it is
+# trained in-process (one thread, like every test subprocess: bit-identical to `python train.py` with the same
+# arguments). Tests that use it assert that their own FAST list is this one.
+QUICKSTART_FAST = ["experiment=quickstart", "trainer.epochs=2", "trainer.log_every_steps=5",
+                   "trainer.eval_every_epochs=1", "trainer.checkpoint_every_steps=10"]
+
+
+@pytest.fixture(scope="session")
+def quickstart_fast_run(tmp_path_factory):
+    """(run_dir, args): a finished run of QUICKSTART_FAST. Read it, never write into it."""
+    from ham.cli import main
+
+    rd = tmp_path_factory.mktemp("quickstart_fast") / "run"
+    assert main([*QUICKSTART_FAST, f"hydra.run.dir={rd}"]) == 0
+    return rd, list(QUICKSTART_FAST)

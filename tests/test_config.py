@@ -2,6 +2,7 @@
 exit 2, one line naming the key, no traceback, nothing created."""
 
 import dataclasses
+import functools
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,13 @@ EXPERIMENTS = group_options("experiment")
 SWAPPABLE = ("model", "dataset", "optimizer", "schedule", "sparsifier", "ham", "logger")
 
 
+@functools.cache
+def _composed(*overrides: str):
+    """compose(overrides), once per module: the preset x option tests below ask for the same ~200 compositions
+    (Hydra's compose is ~0.2 s each). Read the result, never change it (validate only reads)."""
+    return compose(list(overrides))
+
+
 def test_presets_exist():
     assert {"quickstart", "cifar100_resnet18", "imagenet_resnet50", "imagenet_resnet50_200ep",
             "imagenet_deit_small"} <= set(EXPERIMENTS)
@@ -32,9 +40,9 @@ def test_every_preset_composes_with_every_group_option(experiment):
                 # the preset's RandAugment/random-erasing options exist only for ImageNet
                 with pytest.raises(ConfigError, match=f"dataset.options.auto_augment is not a config key; keys of "
                                                       f"dataset.options: {'in_chans' if option == 'synthetic' else ''}"):
-                    validate(compose(overrides), check_data=False)
+                    validate(_composed(*overrides), check_data=False)
                 continue
-            cfg = compose(overrides)
+            cfg = _composed(*overrides)
             if cfg.model.name == "deit_small" and cfg.dataset.img_size % 16:
                 with pytest.raises(ConfigError, match="model=deit_small needs dataset.img_size"):
                     validate(cfg, check_data=False)
@@ -93,7 +101,7 @@ def test_a_group_choice_on_the_command_line_beats_the_preset(experiment):
         for option in group_options(group):
             yaml = CONFIG_DIR / group / f"{option}.yaml"
             expected = OmegaConf.load(yaml).get("name", "sgd") if yaml.is_file() else option
-            assert compose([f"experiment={experiment}", f"{group}={option}"])[group].name == expected
+            assert _composed(f"experiment={experiment}", f"{group}={option}")[group].name == expected
 
 
 def test_user_command_composes_as_written():

@@ -58,11 +58,21 @@ def one_error_line(err):
     return lines[0]
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    rd = tmp_path_factory.mktemp("ref") / "run"
-    code, err = run(FAST, rd)
-    assert code == 0, err[-2000:]
+def inproc(capsys, args, run_dir):
+    """train.py's own entry in this process (ham.cli.main): exit code and stderr. For the faults that are not
+    about the process (storage, checkpoints, NaN); signals and the run lock go through real processes."""
+    from ham.cli import main
+
+    capsys.readouterr()
+    code = main([*args, f"hydra.run.dir={run_dir}"])
+    return code, capsys.readouterr().err
+
+
+@pytest.fixture
+def reference(quickstart_fast_run):
+    """The session's shared FAST run (tests/conftest.py; in-process, one thread: bit-identical to train.py's)."""
+    rd, args = quickstart_fast_run
+    assert args == FAST
     return rd
 
 
@@ -308,7 +318,7 @@ def _mount_tmpfs(path, size):
         pytest.skip("needs root and tmpfs mounts")
 
 
-def test_full_disk_then_read_only_checkpoints_then_bit_identical_resume(tmp_path, reference):
+def test_full_disk_then_read_only_checkpoints_then_bit_identical_resume(tmp_path, reference, capsys):
     mnt = tmp_path / "mnt"
     _mount_tmpfs(mnt, "8m")
     rd = mnt / "run"
@@ -319,7 +329,7 @@ def test_full_disk_then_read_only_checkpoints_then_bit_identical_resume(tmp_path
         assert room > 5.2 * m
         st = os.statvfs(mnt)
         (mnt / "filler").write_bytes(b"\0" * (st.f_bavail * st.f_frsize - room))
-        code, err = run(FAST, rd)
+        code, err = inproc(capsys, FAST, rd)
         assert code == 1
         line = one_error_line(err)
         assert "No space left on device" in line and str(rd) in line, line
@@ -333,26 +343,26 @@ def test_full_disk_then_read_only_checkpoints_then_bit_identical_resume(tmp_path
         subprocess.run(["mount", "--bind", str(ck), str(ck)], check=True)
         try:
             subprocess.run(["mount", "-o", "remount,bind,ro", str(ck)], check=True)
-            code, err = run(FAST, rd)
+            code, err = inproc(capsys, FAST, rd)
             assert code == 2
             line = one_error_line(err)
             assert str(ck) in line and "read-only" in line, line
         finally:
             subprocess.run(["umount", str(ck)], check=True)
         assert sorted((rd / "checkpoints").glob("ckpt_*.pt")) == kept
-        code, err = run(FAST, rd)
+        code, err = inproc(capsys, FAST, rd)
         assert code == 0 and "resumed from" in err and "ckpt_000000020.pt" in err, err[-2000:]
         assert_same(reference, rd)
     finally:
         subprocess.run(["umount", "-l", str(mnt)])
 
 
-def test_unwritable_run_dir_is_refused_before_anything_exists(tmp_path):
+def test_unwritable_run_dir_is_refused_before_anything_exists(tmp_path, capsys):
     mnt = tmp_path / "ro"
     _mount_tmpfs(mnt, "1m")
     try:
         subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True)
-        code, err = run(FAST, mnt / "run")
+        code, err = inproc(capsys, FAST, mnt / "run")
         assert code == 2 and "read-only" in one_error_line(err)
         assert not (mnt / "run").exists()
     finally:
@@ -377,7 +387,7 @@ def _other_model(state):
     return state
 
 
-def test_newest_checkpoint_from_another_model_falls_back_then_bit_identical(tmp_path, reference):
+def test_newest_checkpoint_from_another_model_falls_back_then_bit_identical(tmp_path, reference, capsys):
     rd = tmp_path / "run"
     (rd / "checkpoints").mkdir(parents=True)
     shutil.copy(reference / "config.yaml", rd / "config.yaml")
@@ -387,25 +397,25 @@ def test_newest_checkpoint_from_another_model_falls_back_then_bit_identical(tmp_
     step = torch.load(older, weights_only=True)["progress"]["step"]
     newer = rd / "checkpoints" / f"ckpt_{step + 1:09d}.pt"
     torch.save(_other_model(torch.load(older, weights_only=True)), newer)
-    code, err = run(FAST, rd)
+    code, err = inproc(capsys, FAST, rd)
     assert code == 0, err[-2000:]
     assert f"checkpoint {newer.name} is unusable" in err and f"resumed from {rd / 'checkpoints' / older.name}" in err
     assert_same(reference, rd)
 
 
-def test_no_fitting_checkpoint_and_resume_file_from_another_model_are_one_line(tmp_path, reference):
+def test_no_fitting_checkpoint_and_resume_file_from_another_model_are_one_line(tmp_path, reference, capsys):
     bad = _other_model(torch.load(next((reference / "checkpoints").glob("ckpt_*.pt")), weights_only=True))
     rd = tmp_path / "run"
     (rd / "checkpoints").mkdir(parents=True)
     torch.save(bad, rd / "checkpoints" / "ckpt_000000010.pt")
-    code, err = run(FAST, rd)
+    code, err = inproc(capsys, FAST, rd)
     assert code == 2
     line = one_error_line(err)
     assert "ckpt_000000010.pt" in line and "resume=never" in line and "resume=PATH" in line
     # resume=FILE from another model, no config beside it: refused at load, the new run dir is removed again
     loose = tmp_path / "loose.pt"
     torch.save(bad, loose)
-    code, err = run([*FAST, f"resume={loose}"], tmp_path / "fresh")
+    code, err = inproc(capsys, [*FAST, f"resume={loose}"], tmp_path / "fresh")
     assert code == 2 and "cannot be used for this run" in one_error_line(err)
     assert not (tmp_path / "fresh").exists()
     # ... with the other run's config.yaml beside it: refused before anything is created
@@ -413,7 +423,8 @@ def test_no_fitting_checkpoint_and_resume_file_from_another_model_are_one_line(t
     (other / "checkpoints").mkdir(parents=True)
     (other / "config.yaml").write_text((reference / "config.yaml").read_text().replace("small_cnn", "mlp", 1))
     torch.save(bad, other / "checkpoints" / "ckpt_000000010.pt")
-    code, err = run([*FAST, f"resume={other / 'checkpoints' / 'ckpt_000000010.pt'}"], tmp_path / "fresh2")
+    code, err = inproc(capsys, [*FAST, f"resume={other / 'checkpoints' / 'ckpt_000000010.pt'}"],
+                       tmp_path / "fresh2")
     assert code == 2 and "model" in one_error_line(err)
     assert not (tmp_path / "fresh2").exists()
 
@@ -449,9 +460,9 @@ def test_damaged_checkpoints_of_a_real_run_stop_with_one_line_or_recover_bit_for
     assert_same(reference, rd)
 
 
-def test_nan_message_says_when_there_is_no_checkpoint(tmp_path):
-    code, err = run([*FAST, "optimizer.lr=1e6", "ham.alpha=0", "ham.beta=0", "ham.clamp=null",
-                     "schedule=constant", "trainer.checkpoint_every_steps=1000"], tmp_path / "run")
+def test_nan_message_says_when_there_is_no_checkpoint(tmp_path, capsys):
+    code, err = inproc(capsys, [*FAST, "optimizer.lr=1e6", "ham.alpha=0", "ham.beta=0", "ham.clamp=null",
+                                "schedule=constant", "trainer.checkpoint_every_steps=1000"], tmp_path / "run")
     assert code == 1
     line = one_error_line(err)
     assert "NaN" in line and "no checkpoint was written yet" in line and "intact" not in line
@@ -484,6 +495,7 @@ def _children(pid):
         return []
 
 
+@pytest.mark.slow  # ~2-4 min: two sweeps, two trainings each; stop signals to train.py itself: the tests above
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_sigterm_to_sweep_stops_its_child_and_rerun_finishes(tmp_path, sig):
     """SIGTERM to sweep.py alone -> forwarded, exit 3; Ctrl-C as a terminal sends it (the whole process group,

@@ -139,18 +139,22 @@ def test_round_trip_raw_exact_jpeg_close_labels_equal(folder, folder_betons, dig
         assert all(np.array_equal(g[..., 0], d.images[i].astype(np.uint8)) for g, i in zip(got, idx.tolist()))
 
 
-def test_converter_refuses_overwrite_verifies_and_is_atomic(tmp_path, digits_beton):
+def test_converter_refuses_overwrite_verifies_and_is_atomic(tmp_path, digits_beton, capsys):
     out = tmp_path / "d"
     shutil.copytree(digits_beton, out)
     cmd = [sys.executable, "-m", "ham.data.ffcv_write", "--dataset", "digits", "--out", str(out)]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
-    assert p.returncode == 2 and "--overwrite" in p.stderr.strip().splitlines()[-1]
+    # the refusals in-process (the converter's own entry, its exit code and stderr); the SIGKILL below is a process
+    capsys.readouterr()
+    assert write_main(cmd[3:]) == 2
+    assert "--overwrite" in capsys.readouterr().err.strip().splitlines()[-1]
     assert write_main(["--dataset", "digits", "--out", str(out), "--verify"]) == 0
     with open(out / "val.beton", "r+b") as f:  # truncate: a damaged file
         f.truncate(4000)
-    p = subprocess.run([*cmd, "--verify"], capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=120)
-    lines = p.stderr.strip().splitlines()
-    assert p.returncode == 2 and len(lines) == 1 and "val.beton is damaged" in lines[0], p.stderr
+    capsys.readouterr()
+    code = write_main([*cmd[3:], "--verify"])
+    err = capsys.readouterr().err
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "val.beton is damaged" in lines[0], err
     # SIGKILL during --overwrite: nothing that looks complete is left
     v = subprocess.Popen([*cmd, "--overwrite", "--num-workers", "1"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT)
@@ -160,10 +164,13 @@ def test_converter_refuses_overwrite_verifies_and_is_atomic(tmp_path, digits_bet
     v.send_signal(signal.SIGKILL)
     v.wait()
     assert not any((out / n).exists() for n in ("train.beton", "val.beton", "ham_ffcv.json"))
-    p = subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=quickstart", "dataset.loader=ffcv",
-                        f"data_dir={out}", f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True,
-                       env=ENV, cwd=ROOT, timeout=120)
-    assert p.returncode == 2 and "has no train.beton" in p.stderr and "ham.data.ffcv_write" in p.stderr
+    from ham.cli import main as train_main
+
+    capsys.readouterr()
+    code = train_main(["experiment=quickstart", "dataset.loader=ffcv", f"data_dir={out}",
+                       f"hydra.run.dir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "has no train.beton" in err and "ham.data.ffcv_write" in err
 
 
 # ------------------------------------------------------------------ loader vs the torchvision path
@@ -236,25 +243,38 @@ def test_imagenet_val_center_crop_matches_torchvision_and_progressive_resizing(f
 
 
 # ------------------------------------------------------------------ training through dataset.loader=ffcv
-def _train(args, rd):
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={rd}"],
-                          capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
+FFCV_ARGS = ["experiment=quickstart", "dataset.loader=ffcv", "trainer.epochs=3", "trainer.checkpoint_every_steps=10",
+             "trainer.eval_every_epochs=3"]
 
 
-def test_quickstart_learns_through_ffcv_and_sigkill_resume_is_bit_exact(tmp_path, digits_beton):
-    args = ["experiment=quickstart", "dataset.loader=ffcv", f"data_dir={digits_beton}", "trainer.epochs=3",
-            "trainer.checkpoint_every_steps=10", "trainer.eval_every_epochs=3"]
-    ref = tmp_path / "ref"
-    p = _train(args, ref)
-    assert p.returncode == 0, p.stderr[-3000:]
-    top1 = json.loads((ref / "summary.json").read_text())["val/top1"]
-    tv = tmp_path / "tv"  # the torchvision loader, same recipe (in-process: only its accuracy is compared)
+def _learns_through_ffcv(tmp_path, digits_beton, capsys):
+    """The quickstart through dataset.loader=ffcv (in-process, one thread) learns like the torchvision loader."""
     from ham.cli import main as train_main
 
+    args = [*FFCV_ARGS, f"data_dir={digits_beton}"]
+    ref = tmp_path / "ref"
+    assert train_main([*args, f"hydra.run.dir={ref}"]) == 0, capsys.readouterr().err[-3000:]
+    top1 = json.loads((ref / "summary.json").read_text())["val/top1"]
+    tv = tmp_path / "tv"  # the torchvision loader, same recipe (only its accuracy is compared)
     assert train_main([*(a for a in args if not a.startswith(("dataset.loader", "data_dir"))),
                        f"hydra.run.dir={tv}"]) == 0
     tv_top1 = json.loads((tv / "summary.json").read_text())["val/top1"]
     assert top1 > 90 and abs(top1 - tv_top1) < 4, (top1, tv_top1)  # the torchvision loader's band
+    return args, ref
+
+
+def test_quickstart_learns_through_ffcv(tmp_path, digits_beton, capsys):
+    _learns_through_ffcv(tmp_path, digits_beton, capsys)
+
+
+@pytest.mark.slow  # ~1.5 min (an ffcv process start-up); resumes mid-epoch through ffcv: the loader test above
+# (test_augmentation_is_a_function_of_seed_and_epoch_and_resume_skips); SIGKILL + bit-exact resume: test_train_e2e
+def test_quickstart_learns_through_ffcv_and_sigkill_resume_is_bit_exact(tmp_path, digits_beton, capsys):
+    # the killed run is a real `python train.py` process; the reference, the torchvision run and the resume run
+    # in-process (one thread, like the subprocess: bit-identical)
+    from ham.cli import main as train_main
+
+    args, ref = _learns_through_ffcv(tmp_path, digits_beton, capsys)
     victim = tmp_path / "victim"
     v = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={victim}"],
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT)
@@ -265,14 +285,53 @@ def test_quickstart_learns_through_ffcv_and_sigkill_resume_is_bit_exact(tmp_path
     v.send_signal(signal.SIGKILL)
     v.wait()
     assert not (victim / "summary.json").exists()
-    p = _train(args, victim)
-    assert p.returncode == 0 and "resumed from" in p.stderr, p.stderr[-3000:]
-    step = int(p.stderr.split("resumed from")[1].split("(step ")[1].split(",")[0])
+    capsys.readouterr()
+    code = train_main([*args, f"hydra.run.dir={victim}"])
+    err = capsys.readouterr().err
+    assert code == 0 and "resumed from" in err, err[-3000:]
+    step = int(err.split("resumed from")[1].split("(step ")[1].split(",")[0])
     a = torch.load(ref / "model_final.pt", weights_only=True)
     b = torch.load(victim / "model_final.pt", weights_only=True)
     assert 0 < step < 3 * 44 and all(torch.equal(a[k], b[k]) for k in a), step
 
 
+def _image_keys(digits_beton):
+    """Each training image -> its indices in the torchvision set, keyed by its integer ink levels and label."""
+    tv_train, _, _ = build_datasets("digits", None, augment=False)
+    meta = json.loads((digits_beton / "ham_ffcv.json").read_text())
+
+    def key(x, y):  # back to the integer ink levels 0..16: exact, whatever the float rounding
+        ink = torch.round((x * meta["std"] + meta["mean"]) * 16).to(torch.uint8)
+        return ink.numpy().tobytes() + bytes([int(y)])
+
+    keys = {}
+    for i in range(len(tv_train)):
+        keys.setdefault(key(tv_train.x[i], tv_train.y[i]), []).append(i)
+    return key, keys
+
+
+def test_two_rank_shards_are_disjoint_and_cover_the_epoch(digits_beton):
+    """Each rank's loader (DistEnv rank r of 2, in this process) delivers its own half of every epoch; together
+    the whole training set once, reshuffled per epoch. The same through torchrun and the trainer: the slow test
+    below."""
+    key, keys = _image_keys(digits_beton)
+    loaders = [_loaders(digits_beton, "dataset.augment=false", "trainer.global_batch_size=1438", batch=719,
+                        env=DistEnv(rank=r, world_size=2))[0] for r in (0, 1)]
+    firsts = []
+    for epoch in (0, 1):
+        seen = []
+        for loader in loaders:
+            batches = _epoch(loader, epoch)
+            x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+            assert len(y) == 719
+            seen.append([keys[key(xi, yi)] for xi, yi in zip(x, y)])
+        firsts.append(seen[0])
+        flat = [i for rank in seen for cand in rank for i in cand[:1]]
+        assert sorted(flat) == sorted(keys[k][0] for k in keys for _ in keys[k])
+    assert firsts[0] != firsts[1]  # reshuffled
+
+
+@pytest.mark.slow  # ~1 min (two ranks start); the sharding itself: the test above
 def test_two_rank_gloo_ddp_shards_are_disjoint_and_cover_the_epoch(tmp_path, digits_beton):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
@@ -337,8 +396,13 @@ FFCV_BAD = [
 ]
 
 
+# through a real `python train.py` process: the broken ffcv install (a fake package on PYTHONPATH: only a fresh
+# interpreter imports it) and one data error; the rest in-process (train.py's own entry, ham.cli.main)
+FFCV_SUBPROCESS = ("apt-get install -y libopencv-dev libturbojpeg0-dev pkg-config", "has no train.beton")
+
+
 @pytest.mark.parametrize("extra,text", FFCV_BAD, ids=[t for _, t in FFCV_BAD])
-def test_ffcv_errors_are_one_line_exit_2(tmp_path, digits_beton, extra, text):
+def test_ffcv_errors_are_one_line_exit_2(tmp_path, digits_beton, capsys, extra, text):
     dirs = {**_bad_dirs(tmp_path, digits_beton), "DIGITS": digits_beton}
     env = dict(ENV)
     args = []
@@ -349,9 +413,17 @@ def test_ffcv_errors_are_one_line_exit_2(tmp_path, digits_beton, extra, text):
         key, _, val = a.partition("=")
         args.append(f"{key}={dirs.get(val, val)}")
     before = sorted(tmp_path.rglob("*"))
-    p = subprocess.run([sys.executable, str(ROOT / "train.py"), "experiment=quickstart", "dataset.loader=ffcv",
-                        *args, f"hydra.run.dir={tmp_path / 'run'}"], capture_output=True, text=True, env=env,
-                       cwd=ROOT, timeout=120)
-    lines = [ln for ln in (p.stdout + p.stderr).splitlines() if ln.strip()]
-    assert p.returncode == 2 and len(lines) == 1 and text in lines[0], p.stdout + p.stderr
+    argv = ["experiment=quickstart", "dataset.loader=ffcv", *args, f"hydra.run.dir={tmp_path / 'run'}"]
+    if text in FFCV_SUBPROCESS:
+        p = subprocess.run([sys.executable, str(ROOT / "train.py"), *argv], capture_output=True, text=True, env=env,
+                           cwd=ROOT, timeout=120)
+        code, out = p.returncode, p.stdout + p.stderr
+    else:
+        from ham.cli import main as train_main
+
+        capsys.readouterr()
+        code = train_main(argv)
+        out = "".join(capsys.readouterr())
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1 and text in lines[0], out
     assert sorted(tmp_path.rglob("*")) == before

@@ -22,6 +22,8 @@ def _run(args, tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"}, check=False)
 
 
+@pytest.mark.slow  # ~1-2 min, several processes; CI's whole-suite run keeps the script from rotting. The report,
+# failure and budget logic: the tests below
 def test_quick_dry_run_runs_every_part_and_passes(tmp_path):
     # budgets are sized for a GPU; on a loaded 2-core machine the CPU dry run needs room (the cut logic itself
     # is tested below)

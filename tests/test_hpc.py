@@ -79,13 +79,23 @@ def test_ham_slurm_launcher_composes_with_our_defaults():
 
 
 # ---------------------------------------------------------------- finished runs are final
-def test_rerunning_a_finished_command_leaves_every_file_byte_identical(tmp_path):
+def test_rerunning_a_finished_command_leaves_every_file_byte_identical(tmp_path, capsys):
+    """In-process (train.py's own entry); the README's main job, typed twice as a real command, checks the same
+    in tests/test_readme.py."""
+    from ham.cli import main
+
+    def train(*args):
+        capsys.readouterr()
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return subprocess.CompletedProcess(args, code, out, err)
+
     d = tmp_path / "run"
-    first = run("train.py", *TINY, f"hydra.run.dir={d}")
+    first = train(*TINY, f"hydra.run.dir={d}")
     assert first.returncode == 0, first.stderr[-2000:]
     before = tree_digest(d)
     assert "summary.json" in before and "model_final.pt" in before and "metrics.jsonl" in before
-    again = run("train.py", *TINY, f"hydra.run.dir={d}")
+    again = train(*TINY, f"hydra.run.dir={d}")
     assert again.returncode == 0 and "already finished" in again.stderr
     after = tree_digest(d)
     assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in before.items()}  # every file: same bytes
@@ -97,18 +107,48 @@ def test_rerunning_a_finished_command_leaves_every_file_byte_identical(tmp_path)
 
 
 # ---------------------------------------------------------------- sweep identity
-def test_two_grids_in_one_root_keep_both_records(tmp_path):
+def sweep_inproc(capfd, *argv):
+    """sweep.py's own entry in this process (its train.py multiruns are still real processes)."""
+    sys.path.insert(0, str(ROOT))
+    import sweep as sweep_cli
+
+    capfd.readouterr()
+    code = sweep_cli.main(list(argv))
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
+
+
+def test_two_grids_get_two_sweep_dirs_and_the_same_grid_the_same_one(tmp_path, capfd, monkeypatch):
+    """Without running anything (--dry-run): each grid's own sweep directory, the same grid's again. Running both
+    into one root: the slow test below."""
+    monkeypatch.chdir(ROOT)
+    base = ["experiment=quickstart", "trainer.epochs=1", "trainer.max_steps=3", "--beta", "0", "--seeds", "0",
+            "--root", str(tmp_path), "--dry-run"]
+    dirs = []
+    for alpha in ("0", "20", "0"):
+        p = sweep_inproc(capfd, *base, "--alpha", alpha)
+        assert p.returncode == 0, p.stderr
+        (d,) = set(re.findall(r"hydra\.sweep\.dir=(\S+)", p.stdout))
+        assert f"ham.alpha={alpha}" in p.stdout
+        dirs.append(d)
+    assert dirs[0] != dirs[1] and dirs[0] == dirs[2] and all(d.startswith(str(tmp_path)) for d in dirs)
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow  # two real sweeps (two train.py processes)
+def test_two_grids_in_one_root_keep_both_records(tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(ROOT)
     base = ["experiment=quickstart", "trainer.epochs=1", "trainer.max_steps=3", "--beta", "0", "--seeds", "0",
             "--root", str(tmp_path)]
-    a = run("sweep.py", *base, "--alpha", "0")
-    b = run("sweep.py", *base, "--alpha", "20")
+    a = sweep_inproc(capfd, *base, "--alpha", "0")
+    b = sweep_inproc(capfd, *base, "--alpha", "20")
     assert a.returncode == 0 and b.returncode == 0, a.stderr[-2000:] + b.stderr[-2000:]
     sweeps = sorted(tmp_path.iterdir())
     assert len(sweeps) == 2 and all((s / "sweep.json").is_file() for s in sweeps)
     alphas = {json.loads((s / "sweep.json").read_text())["blocks"][0][0] for s in sweeps}
     assert alphas == {"ham.alpha=0", "ham.alpha=20"}
     assert all(len(list(s.glob("*/summary.json"))) == 1 for s in sweeps)
-    dry = run("sweep.py", *base, "--alpha", "0", "--dry-run")
+    dry = sweep_inproc(capfd, *base, "--alpha", "0", "--dry-run")
     assert str(sweeps[0]) in dry.stdout or str(sweeps[1]) in dry.stdout  # the same grid: the same sweep dir
 
 

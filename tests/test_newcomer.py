@@ -127,18 +127,8 @@ def test_threads_and_workers_accept_auto_or_a_count_only():
             validate(compose(["experiment=quickstart", bad]))
 
 
-# ---------------------------------------------------------------- submitit's console
-def test_submitit_local_multirun_reports_each_job_and_leaves_no_pattern_folder(tmp_path):
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "experiment=quickstart", "trainer.max_steps=3",
-           "hydra/launcher=submitit_local", "seed=0,1"]
-    first = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr[-3000:]
-    assert first.stdout.count(": finished, val/top1 ") == 2, first.stdout
-    assert not (tmp_path / "runs" / "multirun" / ".submitit" / "%j").exists()
-    cmd[-1] = "seed=0,1,2"
-    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert again.returncode == 0, again.stderr[-3000:]
-    assert again.stdout.count("already finished (skipped)") == 2 and again.stdout.count(": finished, ") == 1
+# submitit's console (one line per job, no `%j` folder, a rerun skips finished jobs):
+# tests/test_cli.py::test_submitit_local_multirun_complete_run_dirs_reported_and_rerun_skips
 
 
 # ---------------------------------------------------------------- sweep.py's names and SLURM numbers

@@ -1,6 +1,9 @@
 """The README's commands, as users type them: read from README.md's marked blocks (`<!-- test:NAME -->` before
 a fenced block), run in a fresh temporary working directory, with no `hydra.run.dir`. Where a command trains for
-long it gets `trainer.max_steps=N` appended (the only change); the main job runs in full.
+long it gets `trainer.max_steps=N` appended (the only change). The commands that take minutes (the main job in
+full, the grids, the ffcv example, the generated sbatch script's 2-rank job) are marked slow: CI runs them (the
+README's CI test command includes slow tests); the default suite runs each at a smaller size here or in the test
+file named beside it.
 
 If a test here fails, the README tells users something that is not true.
 """
@@ -71,21 +74,22 @@ def only_run_dir(cwd: Path, pattern: str) -> Path:
 
 
 # ---------------------------------------------------------------- the two commands
-def test_main_job_as_written_then_rerun_answers_from_the_finished_run(tmp_path):
+def _main_job_then_rerun(tmp_path, *extra):
+    """The main job's command as written (+ `extra`), then typed again: answers from the finished run, nothing
+    rewritten; `--cfg hydra --resolve` of the same command shows the same run dir. Returns the run's summary."""
     main = commands("main")
     assert len(main) == 1
     parts = [p.strip() for p in main[0].split("&&")]
     assert parts[:2] == ["pip install uv", "uv sync --extra dev"]  # the install (done by CI's own sync)
-    first = run(argv(parts[2]), tmp_path)
+    first = run([*argv(parts[2]), *extra], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     run_dir = only_run_dir(tmp_path, "quickstart_dense_*")
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["steps"] == 1320 and summary["val/top1"] > 95, summary  # the full quickstart learns the digits
     assert "val top-1 (%)" in first.stdout and f"run dir: {run_dir}" in first.stdout
     assert "CPU threads: 1" in first.stderr  # a 0.06M-parameter CNN: one thread (trainer.threads=auto)
     before = snapshot(run_dir)
 
-    again = run(argv(parts[2]), tmp_path)
+    again = run([*argv(parts[2]), *extra], tmp_path)
     assert again.returncode == 0 and "already finished" in again.stderr, again.stderr[-2000:]
     after = snapshot(run_dir)
     assert {k: v[0] for k, v in after.items()} == {k: v[0] for k, v in before.items()}  # same bytes everywhere
@@ -93,24 +97,41 @@ def test_main_job_as_written_then_rerun_answers_from_the_finished_run(tmp_path):
         {k: v for k, v in before.items() if not k.startswith(".hydra")}  # the run's files not even rewritten
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [run_dir.name]
 
-    shown = run([sys.executable, str(ROOT / "train.py"), "--cfg", "hydra", "--resolve", "experiment=quickstart"],
-                tmp_path)
+    shown = run([sys.executable, str(ROOT / "train.py"), "--cfg", "hydra", "--resolve", "experiment=quickstart",
+                 *extra], tmp_path)
     assert shown.returncode == 0 and f"dir: runs/{run_dir.name}" in shown.stdout, shown.stdout[:500] + shown.stderr
+    return summary
 
 
-def test_test_command_is_what_ci_runs():
+@pytest.mark.slow  # ~1 min; the default suite runs the same command with trainer.max_steps=40 (below)
+def test_main_job_as_written_then_rerun_answers_from_the_finished_run(tmp_path):
+    summary = _main_job_then_rerun(tmp_path)
+    assert summary["steps"] == 1320 and summary["val/top1"] > 95, summary  # the full quickstart learns the digits
+
+
+def test_main_job_with_few_steps_then_rerun_answers_from_the_finished_run(tmp_path):
+    summary = _main_job_then_rerun(tmp_path, "trainer.max_steps=40")
+    assert summary["steps"] == 40 and summary["val/top1"] > 30, summary  # 10 classes: chance is 10 %
+
+
+def test_test_commands_are_what_ci_runs_and_the_default_suite():
+    """Two lines: CI's (the whole suite, slow tests included: `-m ''` replaces the default `-m 'not slow'`) and
+    the everyday default suite."""
     ci = (ROOT / ".ci" / "run").read_text()
-    (line,) = commands("tests")
-    steps = [p.strip() for p in line.split("&&")]
+    full, everyday = commands("tests")
+    steps = [p.strip() for p in full.split("&&")]
     sync = next(s for s in steps if s.startswith("uv sync"))
     assert sync in ci and "libopencv-dev libturbojpeg0-dev pkg-config" in ci
-    assert steps[-1].endswith("uv run pytest -q") and "pytest -q" in ci
+    assert steps[-1].endswith("uv run pytest -q -m ''") and "pytest -q -m ''" in ci
+    assert everyday == "uv run pytest -q"
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert """addopts = "-ra -m 'not slow'\"""" in pyproject  # what the everyday command leaves out
 
 
-def test_snippet_runs_as_pasted(tmp_path):
-    p = run([sys.executable, "-c", block("snippet")], tmp_path, timeout=300)
-    assert p.returncode == 0, p.stderr[-2000:]
-    assert re.search(r"final loss \d", p.stdout)
+def test_snippet_runs_as_pasted(capsys):
+    """The block as it stands, in a fresh namespace (every name it uses it must import itself)."""
+    exec(compile(block("snippet"), "README.md:snippet", "exec"), {"__name__": "__main__"})
+    assert re.search(r"final loss \d", capsys.readouterr().out)
 
 
 # ---------------------------------------------------------------- the trainer's commands
@@ -124,11 +145,17 @@ def test_users_own_command_without_data_is_one_line_exit_2_nothing_created(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
-def test_smoke_command_runs_a_paper_preset_without_its_data(tmp_path):
+def test_smoke_command_runs_a_paper_preset_without_its_data(tmp_path, monkeypatch, capsys):
+    """In-process (train.py's own entry, ham.cli.main, with the command's arguments) in a fresh working
+    directory: the main job above is the README's real-process run."""
+    from ham.cli import main
+
     cmd = commands("trainer")[1]
     assert "smoke=cpu" in cmd
-    p = run(argv(cmd), tmp_path)
-    assert p.returncode == 0, p.stderr[-3000:]
+    words = argv(cmd)
+    assert words[1] == str(ROOT / "train.py")
+    monkeypatch.chdir(tmp_path)
+    assert main(words[2:]) == 0, capsys.readouterr().err[-3000:]
     run_dir = only_run_dir(tmp_path, "imagenet_resnet50_smoke_dense_*")
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["steps"] == 4 and (run_dir / "model_final.pt").is_file()
@@ -165,7 +192,7 @@ if [ "$1" = show ]; then echo localhost; else echo "scontrol $*" >> "$SLURM_SUBM
     return d
 
 
-def test_generated_cpu_sbatch_script_runs_two_ddp_ranks_from_any_directory(tmp_path):
+def _generated_cpu_sbatch_script(tmp_path):
     gen, submit = commands("trainer")[4:6]
     words = shlex.split(gen)
     assert words[-2] == ">"
@@ -178,6 +205,19 @@ def test_generated_cpu_sbatch_script_runs_two_ddp_ranks_from_any_directory(tmp_p
     assert shlex.split(submit)[:2] == ["sbatch", words[-1]]
     tasks = int(re.search(r"#SBATCH --ntasks-per-node=(\d+)", p.stdout).group(1))
     assert tasks == 2 and "gpus" not in "".join(ln for ln in p.stdout.splitlines() if ln.startswith("#SBATCH"))
+    assert '"$HAM_ROOT/train.py"' in p.stdout
+    return work, script, submit, tasks
+
+
+def test_generated_cpu_sbatch_script_asks_for_two_cpu_tasks(tmp_path):
+    """The generator line as written (the 2-rank job it starts: the slow test below; 2-rank gloo DDP itself:
+    tests/test_train_e2e.py's DDP tests)."""
+    _generated_cpu_sbatch_script(tmp_path)
+
+
+@pytest.mark.slow
+def test_generated_cpu_sbatch_script_runs_two_ddp_ranks_from_any_directory(tmp_path):
+    work, script, submit, tasks = _generated_cpu_sbatch_script(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SLURM_", "RANK", "WORLD_SIZE", "LOCAL_"))}
     env.update(PATH=f"{_fake_slurm_bin(tmp_path / 'bin')}:{env['PATH']}", SLURM_JOB_ID=str(4000 + os.getpid() % 9000),
                SLURM_JOB_NODELIST="localhost", SLURM_SUBMIT_DIR=str(work), SLURM_NTASKS=str(tasks),
@@ -191,6 +231,9 @@ def test_generated_cpu_sbatch_script_runs_two_ddp_ranks_from_any_directory(tmp_p
 
 
 # ---------------------------------------------------------------- grids
+# 24 short runs (~1.5 min). Default suite: the sweep name below (dry run), tests/test_sweep.py's local sweep
+# (grid, collect, table, plot, rerun skips) and tests/test_cli.py's multiruns.
+@pytest.mark.slow
 def test_multirun_and_sweep_grids_and_collect(tmp_path):
     multirun, grid, collect = commands("grids")
     steps = "trainer.max_steps=3"
@@ -221,6 +264,8 @@ def test_sweep_name_in_the_readme_is_what_sweep_prints(tmp_path):
 
 
 # ---------------------------------------------------------------- ffcv
+# Default suite: tests/test_ffcv.py (the converter on digits, the quickstart learning through dataset.loader=ffcv).
+@pytest.mark.slow
 def test_ffcv_converter_then_training(tmp_path):
     if importlib.util.find_spec("ffcv") is None and not os.environ.get("HAM_REQUIRE_FFCV"):
         pytest.skip("ffcv is not installed (uv sync --extra ffcv)")

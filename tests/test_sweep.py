@@ -51,8 +51,26 @@ def _sweep(tmp_path, *extra):
     return cmd, subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
 
 
-def test_local_sweep_runs_collects_and_resumes(tmp_path):
-    cmd, p = _sweep(tmp_path, "--alpha", "0", "200", "--beta", "0", "--seeds", "0", "1")
+def _sweep_inproc(capfd, argv):
+    """sweep.py's own entry in this process (its train.py multiruns are still real processes: capfd sees their
+    output too)."""
+    sys.path.insert(0, str(ROOT))
+    import sweep as sweep_cli
+
+    capfd.readouterr()
+    try:
+        code = sweep_cli.main(argv)
+    except SystemExit as e:
+        code = e.code
+    out, err = capfd.readouterr()
+    return subprocess.CompletedProcess(argv, code, out, err)
+
+
+def test_local_sweep_runs_collects_and_resumes(tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    argv = ["experiment=quickstart", "trainer.epochs=2", "trainer.max_steps=20", "--root", str(tmp_path),
+            "--name", "g", "--alpha", "0", "200", "--beta", "0", "--seeds", "0", "1"]
+    p = _sweep_inproc(capfd, argv)
     assert p.returncode == 0, p.stderr[-3000:]
     d = tmp_path / "g"
     assert (d / "results.md").is_file() and (d / "grid.png").stat().st_size > 1000
@@ -65,21 +83,21 @@ def test_local_sweep_runs_collects_and_resumes(tmp_path):
         rows = list(csv.DictReader(f))
     assert sorted((float(r["alpha"]), int(r["seed"])) for r in rows) == [(0, 0), (0, 1), (200, 0), (200, 1)]
     assert "| 0 | 0 |" in (d / "results.md").read_text() and "| 200 | 0 |" in (d / "results.md").read_text()
-    again = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    again = _sweep_inproc(capfd, argv)
     assert again.returncode == 0 and again.stderr.count("already finished") == 4  # rerunning skips finished jobs
 
 
 def test_bad_config_stops_before_launching(tmp_path):
+    """A real `python sweep.py` process: exit 2, one line, nothing created."""
     p = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "experiment=quickstart", "optimizer.lr=-1",
                         "--root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert p.returncode == 2 and "optimizer.lr" in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert not any(tmp_path.iterdir())
 
 
-def test_dry_run_prints_the_hydra_multirun_commands(tmp_path):
-    p = subprocess.run([sys.executable, str(ROOT / "sweep.py"), "--table", "table3", "--seeds", "0", "1",
-                        "--launcher", "slurm", "--partition", "gpu", "--gpus-per-node", "4", "--dry-run",
-                        "--root", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=300)
+def test_dry_run_prints_the_hydra_multirun_commands(tmp_path, capfd):
+    p = _sweep_inproc(capfd, ["--table", "table3", "--seeds", "0", "1", "--launcher", "slurm", "--partition", "gpu",
+                              "--gpus-per-node", "4", "--dry-run", "--root", str(tmp_path)])
     assert p.returncode == 0, p.stderr
     lines = p.stdout.strip().splitlines()
     assert len(lines) == 2 and all(" -m " in ln and "hydra/launcher=ham_slurm" in ln for ln in lines)
@@ -101,6 +119,42 @@ def test_optuna_search_is_collected_like_a_grid(tmp_path):
     assert "| n |" in (d / "results.md").read_text()
 
 
+def test_proxy_table_jobs_validate_and_collect_into_the_paired_table(tmp_path, capsys):
+    """The proxy table without training (its 24 runs at 3 steps: the slow test below; launching a sweep and
+    collecting real runs: test_local_sweep_runs_collects_and_resumes): the 24 jobs compose and validate, and 24
+    finished job directories with those configs collect into the paired table, per-seed CSV and plot."""
+    from omegaconf import OmegaConf
+
+    from ham.config import compose
+
+    sys.path.insert(0, str(ROOT))
+    import sweep as sweep_cli
+
+    blocks = sweep.table_blocks("proxy", [0, 1])
+    extra = ["trainer.max_steps=3"]
+    assert sweep.check_jobs(blocks, extra, check_data=True) == 24
+    d = tmp_path / "p"
+    sweep.write_manifest(d, table="proxy", blocks=blocks, extra=extra, expected=24)
+    for i, job in enumerate(j for b in blocks for j in b.jobs(extra)):
+        cfg = OmegaConf.to_container(compose(job), resolve=True)
+        (d / f"job{i}").mkdir()
+        (d / f"job{i}" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        top1 = 80.0 + i % 7 + (2.0 if cfg["ham"]["alpha"] else 0.0)  # HAM a little better, not always by as much
+        (d / f"job{i}" / "summary.json").write_text(json.dumps({"val/top1": top1, "steps": 3}))
+    rep = tmp_path / "rep"
+    assert sweep_cli.main(["--collect", str(d), "--report-dir", str(rep)]) == 0
+    assert "one-sided paired t-test" in capsys.readouterr().out
+    with open(rep / "runs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 24 and {r["status"] for r in rows} == {"done"}
+    assert sorted(int(r["seed"]) for r in rows) == [0] * 12 + [1] * 12
+    text = (rep / "results.md").read_text()
+    for row in ("Dense", "Random s=0.95", "AC/DC s=0.95", "RiGL s=0.95", "STR s=0.95", "Sign-In s=0.95"):
+        assert f"| {row} | " in text and text.count(f"| {row} |") == 3  # two cells + the paired row
+    assert "one-sided paired t-test" in text and (rep / "proxy.png").stat().st_size > 1000
+
+
+@pytest.mark.slow  # 24 short runs, ~2 min; the default suite: the test above
 def test_proxy_table_runs_end_to_end_at_tiny_size(tmp_path):
     """The CPU proxy study's one command: 6 rows x HAM on/off x 2 seeds, paired table, per-seed CSV, plot."""
     rep = tmp_path / "rep"

@@ -23,12 +23,6 @@ def run_inproc(args, run_dir):
     return train_main([*args, f"hydra.run.dir={run_dir}"])
 
 
-def run_subproc(args, run_dir, env_extra=None, **kw):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true", **(env_extra or {})}
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={run_dir}"],
-                          capture_output=True, text=True, env=env, cwd=ROOT, **kw)
-
-
 def read_metrics(run_dir):
     return [json.loads(line) for line in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()]
 
@@ -37,9 +31,9 @@ def final_weights(run_dir):
     return torch.load(Path(run_dir) / "model_final.pt", weights_only=True)
 
 
-def test_run_dir_contract(tmp_path):
-    rd = tmp_path / "run"
-    assert run_inproc(FAST, rd) == 0
+def test_run_dir_contract(quickstart_fast_run):
+    rd, args = quickstart_fast_run  # the session's shared FAST run (tests/conftest.py): this test only reads it
+    assert args == FAST
     rows = read_metrics(rd)
     train_rows = [r for r in rows if "train/loss" in r]
     assert train_rows and all(k in train_rows[0] for k in ("step", "epoch", "train/loss", "train/l1_norm",
@@ -61,12 +55,13 @@ def test_ham_changes_every_weight_tensor(tmp_path):
     assert all(not torch.equal(a[k], b[k]) for k in a if a[k].ndim >= 2)
 
 
-def test_sigkill_at_random_step_then_resume_is_bit_exact(tmp_path):
-    # every leg in a subprocess with the same thread count: CPU kernels are bit-reproducible per thread count
-    # long enough that the kill always lands mid-run (a finished run is skipped on rerun, not resumed)
+def test_sigkill_at_random_step_then_resume_is_bit_exact(tmp_path, capsys):
+    # every leg with the same thread count (one: tests/conftest.py): CPU kernels are bit-reproducible per thread
+    # count. The killed run is a real `python train.py` process; the reference and the resume run in-process.
+    # Long enough that the kill always lands mid-run (a finished run is skipped on rerun, not resumed)
     args = [*FAST, "trainer.epochs=6"]
     ref = tmp_path / "ref"
-    assert run_subproc(args, ref).returncode == 0
+    assert run_inproc(args, ref) == 0
     victim = tmp_path / "victim"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_SILENT": "true"}
     p = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={victim}"],
@@ -79,8 +74,10 @@ def test_sigkill_at_random_step_then_resume_is_bit_exact(tmp_path):
     p.kill()
     p.wait()
     assert not (victim / "summary.json").exists()
-    p = run_subproc(args, victim)  # same command, same dir: resumes
-    assert p.returncode == 0 and "resumed from" in p.stderr, p.stderr
+    capsys.readouterr()
+    code = run_inproc(args, victim)  # same command, same dir: resumes
+    err = capsys.readouterr().err
+    assert code == 0 and "resumed from" in err, err
     a, b = final_weights(ref), final_weights(victim)
     assert a.keys() == b.keys()
     for k in a:
@@ -117,12 +114,13 @@ def test_corrupt_latest_checkpoint_falls_back_to_previous(tmp_path, capsys):
     assert "is damaged" in err and ckpts[-1].name in err and f"resuming from {ckpts[0].name}" in err
 
 
-def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path):
+def test_nan_loss_stops_with_clear_message_and_keeps_checkpoint(tmp_path, capsys):
     rd = tmp_path / "run"
-    p = run_subproc([*FAST, "optimizer.lr=1e6", "ham.alpha=0", "ham.beta=0", "ham.clamp=null",
-                     "schedule=constant", "trainer.checkpoint_every_steps=1"], rd, timeout=300)
-    assert p.returncode == 1
-    assert "NaN" in p.stderr
+    capsys.readouterr()
+    code = run_inproc([*FAST, "optimizer.lr=1e6", "ham.alpha=0", "ham.beta=0", "ham.clamp=null",
+                       "schedule=constant", "trainer.checkpoint_every_steps=1"], rd)
+    assert code == 1
+    assert "NaN" in capsys.readouterr().err
     for ck in (rd / "checkpoints").glob("ckpt_*.pt"):
         state = torch.load(ck, weights_only=True)
         assert all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
@@ -177,6 +175,7 @@ def _ddp_run(rd, extra):
              torch.load(rd / f"rank{r}_sparsifier.pt", weights_only=True)) for r in (0, 1)]
 
 
+@pytest.mark.slow  # the same check (every weight equal on both ranks) ends each sparse DDP case below
 def test_two_process_gloo_ddp_ranks_end_identical(tmp_path):
     (w0, _), (w1, _) = _ddp_run(tmp_path / "ddp", ["trainer.max_steps=12"])
     for k in w0:
