@@ -15,15 +15,19 @@ from ham.config import REPO_ROOT
 
 
 
+CODE_PATHS = ("ham", "configs", "train.py", "sweep.py", "pyproject.toml", "uv.lock")
+
+
 def git_commit() -> str | None:
-    """HEAD's commit, with `+dirty` when tracked files differ from it; None outside a git checkout."""
+    """HEAD's commit, with `+dirty` when tracked code or configs differ from it (results/ and docs do not count:
+    a sweep writing its report does not make the next one dirty); None outside a git checkout."""
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True, timeout=10,
                               check=True).stdout.strip()
 
     try:
         commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", *CODE_PATHS))
     except (OSError, subprocess.SubprocessError):
         return None
     return commit + ("+dirty" if dirty else "")
