@@ -328,6 +328,18 @@ def test_ffcv_write_bad_paths_exit_2_with_one_line_and_create_nothing(tmp_path, 
         assert _files(tmp_path) == before, argv
 
 
+@pytest.mark.parametrize("flag", ["--num-workers 0", "--chunksize 0", "--jpeg-quality 200", "--max-resolution 0",
+                                  "--val-fraction 2", "--compress-probability 3", "--num-workers x"])
+def test_ffcv_write_numbers_out_of_range_exit_2(tmp_path, capsys, flag):
+    from ham.data.ffcv_write import main as ffcv_write
+
+    with pytest.raises(SystemExit) as e:  # argparse's own exit: usage + one error line
+        ffcv_write(["--dataset", "digits", "--out", str(tmp_path / "Y"), *flag.split()])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.strip().splitlines()[-1].startswith("python -m ham.data.ffcv_write: error: ")
+    assert flag.split()[0] in err.strip().splitlines()[-1] and not any(tmp_path.iterdir())
+
+
 def test_unknown_completion_shell_is_one_line(tmp_path, monkeypatch, capsys):
     from ham.cli import main
 

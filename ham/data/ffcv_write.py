@@ -245,7 +245,8 @@ def parse_args(argv: list[str] | None = None):
               (1 <= args.jpeg_quality <= 100, "--jpeg-quality must be in 1..100"),
               (0 <= args.compress_probability <= 1, "--compress-probability must be in [0, 1]"),
               (0 < args.val_fraction < 1, "--val-fraction must be in (0, 1)"),
-              (args.num_workers >= 1, "--num-workers must be >= 1")]
+              (args.num_workers >= 1, "--num-workers must be >= 1"),
+              (args.chunksize >= 1, "--chunksize must be >= 1")]
     for ok, msg in checks:
         if not ok:
             p.error(msg)  # exit 2, argparse's one line after the usage
