@@ -47,6 +47,10 @@ class HamConfig(Component):
     beta_where_grad: bool = opt(False, doc="decay only where grad != 0 (appendix D.4)")
     min_ndim: int = opt(2, ge=0, doc="tensors with fewer dims are never stepped")
     backend: str = opt("auto", choices=HAM_BACKENDS)
+    step_biases: bool = opt(False, doc="also step every bias but the norm layers' (the paper's text); false: "
+                                       "ndim >= 2 only (the authors' code)")
+    max_weight_norm: Optional[float] = opt(None, gt=0, doc="clip each stepped tensor's L2 norm to this after "
+                                                           "the step (authors' code: 1000); null: off")
 
 
 # ------------------------------------------------------------------ logger, trainer, root

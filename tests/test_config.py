@@ -229,6 +229,8 @@ BAD = [
     (["hydra.run.dir=/proc/ham_run"], "hydra.run.dir"),
     (["hydra.run.dir=" + "x" * 5000], "hydra.run.dir"),
     (["sparsifier=snip", "sparsifier.batches=0"], "sparsifier.batches"),
+    (["ham.max_weight_norm=0"], "ham.max_weight_norm"),
+    (["ham.step_biases=sometimes"], "ham.step_biases"),
 ]
 
 

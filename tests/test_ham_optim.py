@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import ham
 from ham import HAM, hyperbolic_step_
 
 BACKENDS = ["reference", "foreach", "auto"]
@@ -306,3 +307,42 @@ def test_signed_variant_differs_only_where_sign_flipped():
     # entry 0 crossed zero in the base step (0.01 - 0.02 < 0): the variants disagree there only
     assert outs["deployed"][0, 0] != outs["signed"][0, 0]
     assert torch.equal(outs["deployed"][0, 1:], outs["signed"][0, 1:])
+
+
+def test_max_weight_norm_clips_each_stepped_tensor_and_only_those():
+    """ham.max_weight_norm (the authors' code: 1000): after the step, a stepped tensor above the bound is scaled
+    back to it; a tensor below it and a tensor HAM does not step are untouched."""
+    torch.manual_seed(0)
+    big = torch.nn.Parameter(torch.randn(8, 8) * 10)    # norm ~80
+    small = torch.nn.Parameter(torch.randn(4, 4) * 0.01)
+    bias = torch.nn.Parameter(torch.randn(8) * 10)      # ndim 1: not stepped
+    opt = ham.HAM(torch.optim.SGD([big, small, bias], lr=0.01), alpha=1.0, beta=0.0, max_weight_norm=5.0)
+    for p in (big, small, bias):
+        p.grad = torch.randn_like(p)
+    ref = ham.HAM(torch.optim.SGD([q := big.detach().clone().requires_grad_(), s := small.detach().clone()
+                                   .requires_grad_()], lr=0.01), alpha=1.0, beta=0.0)
+    q.grad, s.grad = big.grad.clone(), small.grad.clone()
+    bias_before = bias.detach().clone() - 0.01 * bias.grad
+    opt.step()
+    ref.step()
+    assert torch.allclose(big.norm(), torch.tensor(5.0)) and torch.allclose(big, q * (5.0 / q.norm()))
+    assert torch.equal(small, s)  # below the bound: exactly the plain HAM step
+    assert torch.equal(bias, bias_before) and bias.norm() > 5  # plain SGD, never clipped
+    with pytest.raises(ValueError, match="max_weight_norm"):
+        ham.HAM(torch.optim.SGD([big], lr=0.1), max_weight_norm=0)
+
+
+def test_step_biases_puts_every_non_norm_bias_in_a_stepped_group():
+    from ham.optim.factory import build_optimizer
+
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                                torch.nn.LayerNorm(144), torch.nn.Linear(144, 3))
+    sgd = {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 1e-4}
+    plain = build_optimizer(model, sgd, {"alpha": 200, "beta": 1e-3})
+    paper = build_optimizer(model, sgd, {"alpha": 200, "beta": 1e-3, "step_biases": True})
+    conv, bn, ln, fc = model[0], model[1], model[3], model[4]
+    assert {id(p) for p in plain.managed_params()} == {id(conv.weight), id(fc.weight)}  # the authors' code
+    assert {id(p) for p in paper.managed_params()} == {id(conv.weight), id(fc.weight), id(conv.bias), id(fc.bias)}
+    stepped = [g for g in paper.param_groups if g.get("ham") is True]
+    assert len(stepped) == 1 and stepped[0]["weight_decay"] == 0.0  # biases keep their no-decay
+    assert not {id(p) for p in (bn.weight, bn.bias, ln.weight, ln.bias)} & {id(p) for p in paper.managed_params()}

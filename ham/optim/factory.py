@@ -20,12 +20,16 @@ def build_param_groups(
     no_weight_decay_1d: bool = True,
     no_decay_names: Iterable[str] = (),
     overrides: list[dict[str, Any]] = (),
+    ham_biases: bool = False,
 ) -> list[dict[str, Any]]:
     """Two default groups (decay / no decay) plus the sparsifier's override groups.
 
     no_weight_decay_1d: biases, norm parameters (and any other tensor with ndim <= 1) get no weight decay.
     no_decay_names: extra name fragments without weight decay (DeiT: pos_embed, cls_token).
     overrides: groups given verbatim (e.g. STR thresholds with ham=False); their params leave the default groups.
+    ham_biases: the biases of every layer but the normalisation layers get their own no-decay group with
+        ham=True (the paper's text: HAM on all layers except BatchNorm/LayerNorm); default: the authors' code,
+        which steps tensors with ndim >= 2 only.
     """
     taken = {id(p) for g in overrides for p in g["params"]}
     no_decay_names = tuple(no_decay_names)
@@ -38,9 +42,22 @@ def build_param_groups(
         else:
             decay.append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
+    biases = {id(p) for p in _non_norm_biases(model)} if ham_biases else set()
+    stepped = [p for p in no_decay if id(p) in biases]
+    no_decay = [p for p in no_decay if id(p) not in biases]
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})
+    if stepped:
+        groups.append({"params": stepped, "weight_decay": 0.0, "ham": True})
     return groups + [dict(g) for g in overrides if g["params"]]
+
+
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+
+
+def _non_norm_biases(model: nn.Module) -> list[torch.Tensor]:
+    return [m.bias for m in model.modules() if isinstance(getattr(m, "bias", None), torch.Tensor)
+            and not isinstance(m, NORM_LAYERS)]
 
 
 def fused_supported(groups: list[dict[str, Any]]) -> bool:
@@ -85,9 +102,11 @@ def build_optimizer(model: nn.Module, opt_cfg: Mapping[str, Any], ham_cfg: Mappi
     """Always returns a HAM wrapper (alpha = beta = 0 makes it the plain base optimizer, at no cost)."""
     groups = build_param_groups(model, weight_decay=opt_cfg["weight_decay"],
                                 no_weight_decay_1d=opt_cfg.get("no_weight_decay_1d", True),
-                                no_decay_names=no_decay_names, overrides=list(overrides))
+                                no_decay_names=no_decay_names, overrides=list(overrides),
+                                ham_biases=ham_cfg.get("step_biases", False))
     base = build_base_optimizer(groups, opt_cfg)
-    return HAM(base, **ham_cfg)  # every key of the ham group is a HAM argument (defaults: HAM's own)
+    # every other key of the ham group is a HAM argument (defaults: HAM's own)
+    return HAM(base, **{k: v for k, v in ham_cfg.items() if k != "step_biases"})
 
 
 def lr_factor(step: int, *, total_steps: int, warmup_steps: int, name: str, start_factor: float,

@@ -39,6 +39,8 @@ class HAM(OptimizerWrapper):
         beta_where_grad: apply beta only where grad != 0 (appendix D.4, nets with dropout).
         min_ndim: with a group's ``ham`` left at None, only tensors with at least this many dims are stepped.
         backend: "auto" | "fused" | "foreach" | "reference" (see ham.optim.functional).
+        max_weight_norm: after the hyperbolic step, every stepped tensor whose L2 norm exceeds this is scaled
+            back to it (the authors' code clips at 1000, a safety net the paper does not mention); None: off.
     """
 
     def __init__(
@@ -52,6 +54,7 @@ class HAM(OptimizerWrapper):
         beta_where_grad: bool = False,
         min_ndim: int = 2,
         backend: str = "auto",
+        max_weight_norm: float | None = None,
     ) -> None:
         super().__init__(optimizer)
         validate_hparams(alpha, beta, clamp)
@@ -62,6 +65,9 @@ class HAM(OptimizerWrapper):
         self.alpha, self.beta, self.clamp = float(alpha), float(beta), clamp
         self.variant, self.beta_where_grad = variant, bool(beta_where_grad)
         self.min_ndim, self.backend = int(min_ndim), backend
+        if max_weight_norm is not None and not max_weight_norm > 0:
+            raise ValueError(f"max_weight_norm={max_weight_norm!r} is not allowed; it must be > 0 or None")
+        self.max_weight_norm = None if max_weight_norm is None else float(max_weight_norm)
         self.fill_group_defaults()
 
     def fill_group_defaults(self) -> None:
@@ -120,7 +126,18 @@ class HAM(OptimizerWrapper):
                 signs=sgn if signs is not None else None, beta_where_grad=self.beta_where_grad,
                 backend=self.backend,
             )
+            if self.max_weight_norm is not None and params:
+                clip_norms_(params, self.max_weight_norm)
 
     def _remember_signs(self) -> dict[int, Tensor]:
         return {id(p): torch.sign(p).to(torch.int8)
                 for group in self.param_groups for p in self._group_params(group) if p.grad is not None}
+
+
+@torch.no_grad()
+def clip_norms_(tensors: list[Tensor], max_norm: float) -> None:
+    """Scale every tensor whose L2 norm exceeds `max_norm` back to it (per tensor, in place)."""
+    norms = torch._foreach_norm(tensors)
+    for t, n in zip(tensors, norms):
+        if n > max_norm:  # one host sync per tensor, only when the option is on
+            t.mul_(max_norm / n)
