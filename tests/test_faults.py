@@ -175,6 +175,7 @@ def test_second_ctrl_c_exits_130_at_once(monkeypatch, capsys):
     monkeypatch.setattr(stop.time, "monotonic", lambda: clock[0])
     monkeypatch.setitem(stop._state, "sigint_at", None)
     monkeypatch.setitem(stop._state, "mode", "startup")
+    monkeypatch.setitem(stop._state, "stopped", None)  # an earlier in-process run may have left its stop here
     ts = stop.TrainingStop()
     ts._on_signal(signal.SIGINT, None)
     clock[0] += 0.05
