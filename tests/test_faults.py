@@ -166,7 +166,7 @@ def test_ctrl_c_at_start_up_is_one_line_exit_130_and_nothing_half_written(tmp_pa
             assert not [q for q in rd.rglob("*") if ".tmp-" in q.name]
 
 
-def test_second_ctrl_c_exits_130_at_once(monkeypatch, capsys):
+def test_second_ctrl_c_exits_130_at_once(monkeypatch, capsys, request):
     from ham.train import stop
 
     exits = []
@@ -190,6 +190,10 @@ def test_second_ctrl_c_exits_130_at_once(monkeypatch, capsys):
     # start-up: the first raises StopRequested, a copy during the unwinding is ignored, a second one exits
     monkeypatch.setitem(stop._state, "sigint_at", None)
     monkeypatch.setitem(stop._state, "stopped", None)
+    # start-up means our handler holds SIGTERM (an earlier test in this process may have left another one there:
+    # _handler then hands the signal to it, as it does to the trainer's)
+    previous = signal.signal(signal.SIGTERM, stop._handler)
+    request.addfinalizer(lambda: signal.signal(signal.SIGTERM, previous))
     with pytest.raises(stop.StopRequested):
         stop._handler(signal.SIGINT, None)
     stop._handler(signal.SIGINT, None)
