@@ -19,7 +19,8 @@ def _model():
 
 @pytest.mark.parametrize("name", ["sgd", "adamw"])
 def test_base_optimizer_is_fused_where_torch_supports_it(name):
-    cfg = {"name": name, "lr": 0.01, "momentum": 0.9, "weight_decay": 5e-5}
+    # every key but name/no_weight_decay_1d/fused/sam is the torch optimizer's own argument: momentum is SGD's
+    cfg = {"name": name, "lr": 0.01, "weight_decay": 5e-5, **({"momentum": 0.9} if name == "sgd" else {})}
     ham = {"alpha": 200.0, "beta": 1e-3}
     auto = build_optimizer(_model(), cfg, ham)
     assert fused_supported(auto.param_groups) and auto.base.defaults["fused"] is True  # CPU: torch >= 2.4
