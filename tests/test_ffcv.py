@@ -339,16 +339,7 @@ def test_two_rank_gloo_ddp_shards_are_disjoint_and_cover_the_epoch(tmp_path, dig
            f"data_dir={digits_beton}", "dataset.augment=false", "trainer.global_batch_size=1438"]
     p = subprocess.run(cmd, capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    tv_train, _, _ = build_datasets("digits", None, augment=False)
-    meta = json.loads((digits_beton / "ham_ffcv.json").read_text())
-
-    def key(x, y):  # back to the integer ink levels 0..16: exact, whatever the float rounding
-        ink = torch.round((x * meta["std"] + meta["mean"]) * 16).to(torch.uint8)
-        return ink.numpy().tobytes() + bytes([int(y)])
-
-    keys = {}
-    for i in range(len(tv_train)):
-        keys.setdefault(key(tv_train.x[i], tv_train.y[i]), []).append(i)
+    key, keys = _image_keys(digits_beton)
     for epoch in (0, 1):
         seen = []
         for r in (0, 1):
