@@ -125,7 +125,8 @@ def main(argv: list[str]) -> int:
     try:
         # every job composed and checked here: a typo fails now, not in the 40th SLURM job. On SLURM the data
         # usually lives only on the compute nodes (each job checks it there); --dry-run never touches it.
-        n = sweep.check_jobs(blocks, extra, check_data=args.launcher == "local" and not args.dry_run)
+        n = sweep.check_jobs(blocks, extra, check_data=args.launcher == "local" and not args.dry_run,
+                             world_size=how.world_size())
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -117,14 +117,13 @@ class ValidateBeforeStart(Callback):
 
     @_exit_on_config_error
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        """Compose and check every job of the sweep up front: a typo fails here, not in the 40th SLURM job."""
+        """Compose and check every job of the sweep up front: a typo fails here, not in the 40th SLURM job.
+        Jobs that sweep.py already checked (the same list, world size and data check) are not checked again."""
         from hydra import compose
-        from hydra.core.override_parser.overrides_parser import OverridesParser
 
-        from ham.config import validate
+        from ham.config import JOBS_CHECKED_ENV, check_jobs, expand_jobs, explain_hydra_error, jobs_digest
 
         overrides = [str(o) for o in config.hydra.overrides.task]
-        parsed = OverridesParser.create().parse_overrides(overrides)
         launcher = config.hydra.launcher
         in_process = str(launcher.get("_target_", "")).endswith("BasicLauncher")
         # submitit: every task is one DDP rank; on SLURM the data often exists only on the compute nodes, so
@@ -133,28 +132,25 @@ class ValidateBeforeStart(Callback):
             launcher.get("nodes") or 1)
         data_here = in_process or "LocalLauncher" in str(launcher.get("_target_", ""))
         if str(config.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
-            from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-
-            jobs = [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+            jobs = expand_jobs(overrides)
         else:  # a search sweeper (optuna) picks values itself: check the base config
+            from hydra.core.override_parser.overrides_parser import OverridesParser
+
+            parsed = OverridesParser.create().parse_overrides(overrides)
             jobs = [[o.input_line for o in parsed if not o.is_sweep_override()]]
         self.multirun_started = time.time()
-        seen_data: set[tuple] = set()
-        for job in jobs:
+        if os.environ.get(JOBS_CHECKED_ENV) == jobs_digest(jobs, world_size=world, check_data=data_here):
+            return
+
+        def compose_job(job: list[str]) -> DictConfig:
             try:
                 cfg = compose(config_name=str(config.hydra.job.config_name), overrides=list(job))
                 OmegaConf.resolve(cfg)
-            except Exception as e:  # noqa: BLE001
-                from ham.config import explain_hydra_error
+            except Exception as e:  # noqa: BLE001 -- Hydra/OmegaConf composition errors
+                raise ConfigError(explain_hydra_error(e)) from None
+            return cfg
 
-                raise ConfigError(f"job {' '.join(job)}: {explain_hydra_error(e)}") from None
-            key = (cfg.dataset.name, cfg.data_dir, cfg.trainer.global_batch_size)
-            try:
-                validate(cfg, world_size=world, check_data=data_here and key not in seen_data)
-            except ConfigError as e:
-                raise ConfigError(f"job {' '.join(job)}: {e}") from None
-            seen_data.add(key)
-
+        check_jobs(jobs, world_size=world, check_data=data_here, compose_job=compose_job)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Launchers that run jobs in other processes (submitit) print nothing of them here: one line per job of
@@ -298,12 +294,17 @@ def _train(cfg: DictConfig, run_dir: Path) -> Any:
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
-    from ham.config import config_changes, config_hash, previous_config, validate
+    from ham.config import check_machine, check_resume, config_changes, config_hash, previous_config, validate
 
     hc = HydraConfig.get()
     OmegaConf.resolve(cfg)
-    if hc.mode == RunMode.MULTIRUN:  # the sweep was checked as a whole; this job's dir and data now
-        validate(cfg, world_size=_world_size(), run_dir=run_dir)
+    if hc.mode == RunMode.MULTIRUN:
+        if not str(hc.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+            validate(cfg, world_size=_world_size(), run_dir=run_dir)  # values a search sweeper chose just now
+        else:  # on_multirun_start checked every job; here what only this job can see
+            if not str(hc.launcher.get("_target_", "")).endswith(("BasicLauncher", "LocalLauncher")):
+                check_machine(cfg, world_size=_world_size())  # a SLURM node: its own data and credentials
+            check_resume(cfg, run_dir)
     summary = finished_summary(run_dir, config_hash(cfg))
     if summary is not None:
         if _rank() == 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import tempfile
@@ -55,6 +56,57 @@ def compose(overrides: Iterable[str] = ()) -> DictConfig:
     except Exception as e:  # noqa: BLE001 -- Hydra/OmegaConf composition errors
         raise ConfigError(explain_hydra_error(e)) from None
     return cfg
+
+
+# ------------------------------------------------------------------ a sweep's jobs, checked once
+JOBS_CHECKED_ENV = "HAM_JOBS_CHECKED"  # set by sweep.py for the `train.py -m` it starts: the jobs it checked
+
+
+def expand_jobs(overrides: Iterable[str]) -> list[list[str]]:
+    """Every job's override list, expanded as Hydra's basic sweeper does (`a=1,2 b=3` -> 2 jobs; a later
+    override of the same key replaces the earlier one), through Hydra's public override parser."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+    except Exception as e:  # noqa: BLE001 -- Hydra's grammar errors
+        raise ConfigError(explain_hydra_error(e)) from None
+    per_key: dict[str, list[str]] = {}
+    for o in parsed:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            per_key[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif o.is_discrete_sweep():
+            per_key[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            raise ConfigError(f"{o.input_line}: an interval sweep needs a search sweeper (hparams_search=...); "
+                              f"allowed here: a list (a,b,c) or range(start,stop,step)")
+    return [list(job) for job in itertools.product(*per_key.values())]
+
+
+def check_jobs(jobs: Iterable[list[str]], *, world_size: int = 1, check_data: bool = True,
+               compose_job: Any = None) -> int:
+    """Compose, resolve and validate every job before any runs (a typo fails now, not in the 40th SLURM job);
+    raises ConfigError naming the job. The data of a (dataset, data_dir, batch) is read once. Returns the count."""
+    seen: set[tuple] = set()
+    n = 0
+    for job in jobs:
+        try:
+            cfg = (compose_job or compose)(job)
+            key = (cfg.dataset.name, cfg.data_dir, cfg.trainer.global_batch_size)
+            validate(cfg, world_size=world_size, check_data=check_data and key not in seen)
+        except ConfigError as e:
+            raise ConfigError(f"job {' '.join(job)}: {e}") from None
+        seen.add(key)
+        n += 1
+    return n
+
+
+def jobs_digest(jobs: Iterable[list[str]], *, world_size: int, check_data: bool) -> str:
+    """Names a checked job list (Hydra's own `hydra...` overrides aside: `train.py -m` does not list them among
+    the task's), so that the `train.py -m` sweep.py starts need not check the same jobs again."""
+    task = [[o for o in job if not o.lstrip("+~").startswith("hydra")] for job in jobs]
+    return hashlib.sha256(json.dumps([task, world_size, check_data]).encode()).hexdigest()
 
 
 # ------------------------------------------------------------------ Hydra/OmegaConf errors -> one line
@@ -134,50 +186,64 @@ def _unknown_key_message(key: str, schema_class: Any) -> str:
 
 # ------------------------------------------------------------------ validation
 def validate(cfg: DictConfig, *, world_size: int = 1, run_dir: Path | None = None, check_data: bool = True) -> None:
-    """Raise ConfigError (one line) for the first problem. Touches nothing on disk."""
+    """Raise ConfigError (one line) for the first problem. Touches nothing on disk. check_data=False: what only
+    the machine that runs the job can check is left to it (check_machine: SLURM jobs on their node)."""
     from ham import schema
 
     schema.check(cfg)
-    if cfg.logger.wandb is not None and check_data:  # this machine runs it (SLURM: the node checks its own)
+    gbs = cfg.trainer.global_batch_size
+    if gbs % world_size:
+        raise ConfigError(f"trainer.global_batch_size={gbs} is not divisible by the world size {world_size}; "
+                          f"allowed: a multiple of {world_size}")
+    if check_data:
+        check_machine(cfg, world_size=world_size)
+    elif cfg.dataset.loader == "ffcv":
+        _check_ffcv_installed()
+    check_resume(cfg, run_dir)
+
+
+def check_machine(cfg: DictConfig, *, world_size: int = 1) -> None:
+    """The checks that need the machine that runs the job: W&B credentials, ffcv installed, the data."""
+    gbs = cfg.trainer.global_batch_size
+    if cfg.logger.wandb is not None:
         from ham.train.sinks import wandb_credentials_problem
 
         problem = wandb_credentials_problem(cfg.logger.wandb.mode)
         if problem:
             raise ConfigError(problem)
-    gbs = cfg.trainer.global_batch_size
-    if gbs % world_size:
-        raise ConfigError(f"trainer.global_batch_size={gbs} is not divisible by the world size {world_size}; "
-                          f"allowed: a multiple of {world_size}")
     if cfg.dataset.loader == "ffcv":
-        problem = ffcv_unavailable()
-        if problem:
-            raise ConfigError(f"dataset.loader=ffcv needs ffcv, which {problem}; install the system libraries "
-                              f"(apt-get install -y libopencv-dev libturbojpeg0-dev pkg-config), then the extra "
-                              f"(uv sync --extra ffcv, or pip install 'ham-optim[ffcv]'); or dataset.loader=torchvision")
-    if check_data and cfg.dataset.smoke_images is not None:  # generated stand-in data: nothing on disk
+        _check_ffcv_installed()
+    if cfg.dataset.smoke_images is not None:  # generated stand-in data: nothing on disk
         if cfg.dataset.smoke_images < gbs:
             raise ConfigError(f"trainer.global_batch_size={gbs} is larger than dataset.smoke_images="
                               f"{cfg.dataset.smoke_images}; allowed: smoke_images >= the global batch")
-    elif check_data:
-        from ham.data.catalog import check_dataset, read_ffcv_meta, train_size_at_least
+        return
+    from ham.data.catalog import check_dataset, read_ffcv_meta, train_size_at_least
 
-        ds = cfg.dataset
-        if cfg.data_dir is not None and Path(cfg.data_dir).exists() and not os.access(cfg.data_dir, os.R_OK | os.X_OK):
-            raise ConfigError(f"data_dir={cfg.data_dir} is not readable by this user (permission denied); allowed: "
-                              f"a directory this user can read")
-        try:
-            if ds.loader == "ffcv":
-                n = int(read_ffcv_meta(ds.name, cfg.data_dir)["train_size"])
-            else:
-                check_dataset(ds.name, cfg.data_dir, download=bool(ds.download))
-                n = train_size_at_least(ds.name, cfg.data_dir, ds.options, gbs)
-        except OSError as e:
-            raise ConfigError(f"data_dir={cfg.data_dir}: cannot read {e.filename or 'the dataset'} "
-                              f"({e.strerror or e}); allowed: a readable dataset directory") from None
-        if n is not None and -(-n // world_size) < gbs // world_size:
-            raise ConfigError(f"trainer.global_batch_size={gbs} is larger than the training set of "
-                              f"dataset={ds.name} ({n} images); allowed: 1..{n}")
-    check_resume(cfg, run_dir)
+    ds = cfg.dataset
+    if cfg.data_dir is not None and Path(cfg.data_dir).exists() and not os.access(cfg.data_dir, os.R_OK | os.X_OK):
+        raise ConfigError(f"data_dir={cfg.data_dir} is not readable by this user (permission denied); allowed: "
+                          f"a directory this user can read")
+    try:
+        if ds.loader == "ffcv":
+            n = int(read_ffcv_meta(ds.name, cfg.data_dir)["train_size"])
+        else:
+            check_dataset(ds.name, cfg.data_dir, download=bool(ds.download))
+            n = train_size_at_least(ds.name, cfg.data_dir, ds.options, gbs)
+    except OSError as e:
+        raise ConfigError(f"data_dir={cfg.data_dir}: cannot read {e.filename or 'the dataset'} "
+                          f"({e.strerror or e}); allowed: a readable dataset directory") from None
+    if n is not None and -(-n // world_size) < gbs // world_size:
+        raise ConfigError(f"trainer.global_batch_size={gbs} is larger than the training set of "
+                          f"dataset={ds.name} ({n} images); allowed: 1..{n}")
+
+
+def _check_ffcv_installed() -> None:
+    problem = ffcv_unavailable()
+    if problem:
+        raise ConfigError(f"dataset.loader=ffcv needs ffcv, which {problem}; install the system libraries "
+                          f"(apt-get install -y libopencv-dev libturbojpeg0-dev pkg-config), then the extra "
+                          f"(uv sync --extra ffcv, or pip install 'ham-optim[ffcv]'); or dataset.loader=torchvision")
 
 
 def ffcv_unavailable() -> str | None:

@@ -48,12 +48,10 @@ class Block:
     overrides: list[str]
 
     def jobs(self, extra: list[str] = ()) -> list[list[str]]:
-        """The override list of every job (Hydra's own expansion of the sweep syntax)."""
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
+        """The override list of every job (the sweep syntax expanded as Hydra's basic sweeper does)."""
+        from ham.config import expand_jobs
 
-        parsed = OverridesParser.create().parse_overrides([*self.overrides, *extra])
-        return [job for batch in BasicSweeper.split_arguments(parsed, None) for job in batch]
+        return expand_jobs([*self.overrides, *extra])
 
 
 def grid_blocks(base: list[str], alphas: Iterable[float], betas: Iterable[float], seeds: Iterable[int]) -> list[Block]:
@@ -136,26 +134,33 @@ class Launch:
                     "hydra.launcher.timeout_min=1440"]
         return (self.slurm or SlurmOptions()).submitit_overrides()
 
+    def world_size(self) -> int:
+        """DDP processes per job (what `train.py -m` reads back from the launcher's settings)."""
+        if self.launcher == "local":
+            return max(1, self.nproc)
+        slurm = self.slurm or SlurmOptions()
+        return slurm.nodes * slurm.tasks
+
 
 def multirun_command(block: Block, sweep_dir: Path, extra: list[str], launch: Launch) -> list[str]:
     return [sys.executable, str(REPO_ROOT / "train.py"), "-m", *block.overrides, *extra, *launch.overrides(),
             f"hydra.sweep.dir={sweep_dir}"]
 
 
-def check_jobs(blocks: list[Block], extra: list[str], *, check_data: bool) -> int:
-    """Compose and validate every job of every block before anything runs; raises ConfigError. Returns the count."""
-    from ham.config import compose, validate
-    from ham.errors import ConfigError
+def check_jobs(blocks: list[Block], extra: list[str], *, check_data: bool, world_size: int = 1) -> int:
+    """Compose and validate every job of every block before anything runs (ham.config.check_jobs, the same check
+    `train.py -m` makes, which then skips the jobs checked here); raises ConfigError. Returns the count."""
+    from ham.config import check_jobs as check
 
-    n = 0
-    for block in blocks:
-        for job in block.jobs(extra):
-            try:
-                validate(compose(job), check_data=check_data)
-            except ConfigError as e:
-                raise ConfigError(f"job {' '.join(job)}: {e}") from None
-            n += 1
-    return n
+    return check([job for b in blocks for job in b.jobs(extra)], world_size=world_size, check_data=check_data)
+
+
+def checked_digest(block: Block, extra: list[str], how: Launch) -> str:
+    """What tells the `train.py -m` of a block that check_jobs() checked its jobs as it would itself (the same
+    world size; the data where this machine reads it)."""
+    from ham.config import jobs_digest
+
+    return jobs_digest(block.jobs(extra), world_size=how.world_size(), check_data=how.launcher == "local")
 
 
 def sweep_name(table: str | None, search: str | None, blocks: list[Block], extra: list[str]) -> str:
@@ -176,18 +181,21 @@ def write_manifest(sweep_dir: Path, *, table: str | None, blocks: list[Block], e
 
 def launch(blocks: list[Block], sweep_dir: Path, extra: list[str], how: Launch) -> list[int]:
     """Run every block's multirun: one after another locally; all at once on SLURM (each waits for its jobs)."""
+    from ham.config import JOBS_CHECKED_ENV
+
     cmds = [multirun_command(b, sweep_dir, extra, how) for b in blocks]
+    envs = [{**os.environ, JOBS_CHECKED_ENV: checked_digest(b, extra, how)} for b in blocks]
     with _forward_stop_signals() as running:
         if how.launcher == "local":
             codes = []
-            for cmd in cmds:
+            for cmd, env in zip(cmds, envs):
                 if running.stopped is not None:  # stopped: no new blocks; rerunning the sweep resumes
                     break
-                p = subprocess.Popen(cmd)  # in the caller's directory: relative paths mean what they say
+                p = subprocess.Popen(cmd, env=env)  # in the caller's directory: relative paths mean what they say
                 running.procs.append(p)
                 codes.append(p.wait())
         else:
-            running.procs.extend(subprocess.Popen(cmd) for cmd in cmds)
+            running.procs.extend(subprocess.Popen(cmd, env=env) for cmd, env in zip(cmds, envs))
             codes = [p.wait() for p in running.procs]
     if running.stopped is not None:  # Ctrl-C: 130; else the children's status (3: checkpointed, requeue)
         if running.stopped == signal.SIGINT:

@@ -27,6 +27,51 @@ def test_grid_and_table_expansion():
     assert len([j for b in sweep.table_blocks("table8", [0, 1, 2]) for j in b.jobs()]) == 6
 
 
+def test_job_expansion_is_hydras_basic_sweeper():
+    """ham.config.expand_jobs (public parser API) expands exactly as Hydra's BasicSweeper does (its private
+    split_arguments is the reference here only): ranges, a repeated key, quoted commas, +/~ overrides."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    from ham.config import expand_jobs
+    from ham.errors import ConfigError
+
+    for case in (["experiment=quickstart", "ham.alpha=1,2", "seed=range(0,3)", "ham.alpha=5,6", "model.name='a,b'",
+                  "+x=choice(1,2)", "~y"], ["a=1,2", "b='x,y'", "c=[1,2]", "d={a:1}"], []):
+        parsed = OverridesParser.create().parse_overrides(case)
+        assert expand_jobs(case) == [j for b in BasicSweeper.split_arguments(parsed, None) for j in b]
+    with pytest.raises(ConfigError, match="interval sweep"):
+        expand_jobs(["ham.alpha=interval(0,1)"])
+
+
+def test_train_multirun_does_not_check_again_what_sweep_checked(monkeypatch):
+    """One check per job: the `train.py -m` sweep.py starts (its task overrides: the block's and the extra ones)
+    recognises the jobs check_jobs() checked and skips its own check; anything else is checked there."""
+    from omegaconf import OmegaConf
+
+    import ham.config
+    from ham.cli import ValidateBeforeStart
+
+    block, extra = sweep.grid_blocks([], [1.0, 2.0], [0.0], [0])[0], ["experiment=quickstart"]
+    checked: list[list[list[str]]] = []
+    monkeypatch.setattr(ham.config, "check_jobs", lambda jobs, **kw: checked.append(list(jobs)))
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    hydra_cfg = OmegaConf.create({"hydra": {
+        "overrides": {"task": [*block.overrides, *extra]}, "job": {"config_name": "train"},
+        "launcher": {"_target_": "hydra._internal.core_plugins.basic_launcher.BasicLauncher"},
+        "sweeper": {"_target_": "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"}}})
+    monkeypatch.setenv(ham.config.JOBS_CHECKED_ENV, sweep.checked_digest(block, extra, sweep.Launch()))
+    ValidateBeforeStart().on_multirun_start(hydra_cfg)
+    assert checked == []
+    for other in (sweep.checked_digest(block, ["experiment=quickstart", "seed=1"], sweep.Launch()),  # other jobs
+                  sweep.checked_digest(block, extra, sweep.Launch(nproc=2))):                    # other world
+        monkeypatch.setenv(ham.config.JOBS_CHECKED_ENV, other)
+        ValidateBeforeStart().on_multirun_start(hydra_cfg)
+    monkeypatch.delenv(ham.config.JOBS_CHECKED_ENV)
+    ValidateBeforeStart().on_multirun_start(hydra_cfg)
+    assert len(checked) == 3 and all(len(jobs) == 2 for jobs in checked)
+
+
 def test_table_cells_match_the_paper_reference_labels():
     from ham.config import compose
     from omegaconf import OmegaConf
