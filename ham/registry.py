@@ -44,8 +44,13 @@ class Declaration:
     doc: str  # first line of the schema's docstring: the help text
 
     def implementation(self) -> Callable[..., Any]:
-        module, attr = self.build.split(":")
-        return getattr(importlib.import_module(module), attr)
+        return resolve(self.build)
+
+
+def resolve(target: str) -> Any:
+    """The object a "module:attr" string names (imported on first use)."""
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 _DECLARED: dict[str, dict[str, Declaration]] = {g: {} for g in FAMILIES}

@@ -33,13 +33,15 @@ def train_size_at_least(name: str, data_dir: str | None, options: Mapping[str, A
 # ------------------------------------------------------------------ ffcv files (torch-free checks)
 FFCV_META = "ham_ffcv.json"  # written last by ham.data.ffcv_write: the conversion finished
 FFCV_FORMAT = 1
-NATIVE_CLASSES = {"cifar100": 100, "digits": 10}
 _BETON_HEADER = (("version", "<u2"), ("num_fields", "<u2"), ("page_size", "<u4"), ("num_samples", "<u8"),
                  ("alloc_table_ptr", "<u8"))
 
 
 def ffcv_write_command(name: str, data_dir: str | None) -> str:
-    src = "" if name == "digits" else " --data-dir SOURCE"
+    from ham.data.ffcv_formats import ffcv_format
+
+    fmt = ffcv_format(name)
+    src = " --data-dir SOURCE" if fmt is None or fmt.needs_source else ""
     return f"python -m ham.data.ffcv_write --dataset {name}{src} --out {data_dir or 'OUTDIR'}"
 
 
@@ -75,7 +77,10 @@ def read_ffcv_meta(name: str, data_dir: str | None) -> dict[str, Any]:
             raise ConfigError(f"data_dir={str(data_dir)!r}: {split}.beton has labels {int(labels.min())}.."
                               f"{int(labels.max())}, outside the {n_classes} classes of dataset={name} (the model's "
                               f"output size); recreate the files: {make} --overwrite")
-    native = NATIVE_CLASSES.get(name)
+    from ham.data.ffcv_formats import ffcv_format
+
+    fmt = ffcv_format(name)
+    native = fmt.fixed_classes if fmt is not None else None
     if native is not None and n_classes != native:
         raise ConfigError(f"data_dir={str(data_dir)!r}: the .beton files have {n_classes} classes, dataset={name} "
                           f"has {native}; recreate the files: {make} --overwrite")

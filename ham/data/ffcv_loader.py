@@ -24,11 +24,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from ham.data.datasets import CIFAR100_MEAN, CIFAR100_STD, IMAGENET_MEAN, IMAGENET_STD, DatasetInfo
+from ham.data.datasets import DatasetInfo
 from ham.data.loader import EpochPosition, ShardedBatches, mix_seed
 from ham.errors import ConfigError
 
-NATIVE_SIZE = {"cifar100": 32, "digits": 8}
 # ffcv-imagenet's ResNet50 ramp, 88 epochs: min_res 160 until epoch 65, max_res 192 from epoch 76
 RAMP_FRACTIONS = (65 / 88, 76 / 88)
 
@@ -184,7 +183,9 @@ def _workers(cfg, env) -> int:
 
 def build_ffcv_loaders(cfg, env, *, per_rank_batch: int, eval_batch: int, channels_last: bool):
     """(train loader, val loader, DatasetInfo) from cfg.data_dir's .beton files (checked by ham.data.catalog)."""
+    from ham import registry
     from ham.data.catalog import read_ffcv_meta
+    from ham.data.ffcv_formats import ffcv_datasets, ffcv_format
     from ham.data.ffcv_write import ffcv_missing_message
 
     missing = ffcv_missing_message()
@@ -192,47 +193,17 @@ def build_ffcv_loaders(cfg, env, *, per_rank_batch: int, eval_batch: int, channe
         raise ConfigError(missing)
     ds, root = cfg.dataset, Path(cfg.data_dir or "")
     meta = read_ffcv_meta(ds.name, cfg.data_dir)
-    opts = ds.options
-    if ds.name == "digits" and abs(float(meta["val_fraction"]) - float(opts.val_fraction)) > 1e-12:
-        raise ConfigError(f"dataset.options.val_fraction={opts.val_fraction} but data_dir={cfg.data_dir!r} was "
-                          f"written with {meta['val_fraction']}; allowed: {meta['val_fraction']}, or rewrite with "
-                          f"--val-fraction {opts.val_fraction}")
     common = dict(seed=cfg.seed, rank=env.rank, world_size=env.world_size, device=env.device,
                   num_workers=_workers(cfg, env), os_cache=bool(ds.ffcv.os_cache),
                   batches_ahead=int(ds.ffcv.batches_ahead), channels_last=channels_last)
     n_train, n_val = int(meta["train_size"]), int(meta["val_size"])
-    train_kw: dict[str, Any] = {}
-    val_kw: dict[str, Any] = {}
-    if ds.name == "imagenet":
-        size = ds.img_size or 224
-        norm = dict(mean=IMAGENET_MEAN, std=IMAGENET_STD)
-        f = ds.ffcv
-        resolution = None
-        if f.progressive.enabled:
-            p = f.progressive
-            start_epoch, end_epoch = ramp_epochs(p, cfg.trainer.epochs)
-
-            def resolution(epoch, _p=p, _s=start_epoch, _e=end_epoch):
-                return progressive_resolution(epoch, start_res=_p.start_res, end_res=_p.end_res, start_epoch=_s,
-                                              end_epoch=_e)
-        train_res = resolution(0) if resolution else size
-        train_kw = dict(decoder="random_resized_crop" if ds.augment else "center_crop", img_size=train_res,
-                        flip=True, resolution=resolution if ds.augment else None, crop_pct=opts.crop_pct, **norm)
-        val_kw = dict(decoder="center_crop", img_size=f.eval_img_size or size, crop_pct=opts.crop_pct, **norm)
-        info = DatasetInfo("imagenet", int(meta["num_classes"]), 3, size, n_train, n_val)
-    elif ds.name == "cifar100":
-        norm = dict(mean=CIFAR100_MEAN, std=CIFAR100_STD)
-        train_kw = dict(decoder="fixed", img_size=32, translate=4 if ds.augment else 0, flip=bool(ds.augment), **norm)
-        val_kw = dict(decoder="fixed", img_size=32, **norm)
-        info = DatasetInfo("cifar100", 100, 3, 32, n_train, n_val)
-    elif ds.name == "digits":
-        norm = dict(mean=(meta["mean"],), std=(meta["std"],), scale=float(meta["ink_max"]), gray=True)
-        train_kw = dict(decoder="fixed", img_size=8, translate=int(opts.shift) if ds.augment else 0, **norm)
-        val_kw = dict(decoder="fixed", img_size=8, **norm)
-        info = DatasetInfo("digits", 10, 1, 8, n_train, n_val)
-    else:
-        raise ConfigError(f"dataset.loader=ffcv is not available for dataset={ds.name}; allowed: imagenet, "
-                          f"cifar100, digits")
+    fmt = ffcv_format(ds.name)
+    if fmt is None:
+        raise ConfigError(f"dataset.loader=ffcv is not available for dataset={ds.name}; allowed: "
+                          f"{', '.join(ffcv_datasets())}")
+    train_kw, val_kw, size = fmt.decoding(cfg, meta)
+    channels = registry.fact("dataset", ds.name, "shape")[1]
+    info = DatasetInfo(ds.name, int(meta["num_classes"]), channels, size, n_train, n_val)
     train = FFCVLoader(root / "train.beton", n=n_train, batch_size=per_rank_batch, train=True, drop_last=True,
                        **common, **train_kw)
     val = FFCVLoader(root / "val.beton", n=n_val, batch_size=eval_batch, train=False, drop_last=False,

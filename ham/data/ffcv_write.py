@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from ham.data.catalog import FFCV_FORMAT, FFCV_META, check_dataset, read_ffcv_meta
+from ham.data.ffcv_formats import SPLITS, ffcv_datasets, ffcv_format
 from ham.errors import ConfigError
 
-SPLITS = ("train", "val")
 APT = "apt-get install -y libopencv-dev libturbojpeg0-dev pkg-config"
 
 
@@ -89,48 +89,6 @@ class ArrayImages:
         return self.images[i], int(self.labels[i])
 
 
-def _imagenet(data_dir: Path, errors: _Errors) -> tuple[dict[str, Any], dict[str, Any]]:
-    from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
-
-    check_dataset("imagenet", str(data_dir))
-    classes, idx = find_classes(str(data_dir / "train"))
-    val_classes, _ = find_classes(str(data_dir / "val"))
-    if classes != val_classes:
-        raise ConfigError(f"--data-dir {data_dir}: train and val have different class folders ({len(classes)} vs "
-                          f"{len(val_classes)})")
-    out = {s: FolderImages(make_dataset(str(data_dir / s), idx, IMG_EXTENSIONS), errors) for s in SPLITS}
-    return out, {"num_classes": len(classes), "classes": classes}
-
-
-def _cifar100(data_dir: Path, errors: _Errors):
-    from ham.data.datasets import _cifar100_class
-
-    check_dataset("cifar100", str(data_dir))
-    cls = _cifar100_class()
-    out = {}
-    for split in SPLITS:
-        d = cls(str(data_dir), train=split == "train")
-        out[split] = ArrayImages(d.data, d.targets)  # uint8 [N, 32, 32, 3]
-    return out, {"num_classes": 100}
-
-
-def _digits(val_fraction: float):
-    import numpy as np
-    import torch
-    from ham.data.datasets import digits_split, load_digits_arrays
-
-    images, target = load_digits_arrays()
-    y = torch.tensor(target, dtype=torch.int64)
-    tr, va = digits_split(y, val_fraction)
-    ink = images.astype(np.uint8)  # the original 0..16 levels, exact
-    rgb = np.repeat(ink[..., None], 3, axis=-1)  # RGBImageField stores 3 channels; the loader reads one
-    x = torch.tensor(images, dtype=torch.float32)[tr] / 16.0
-    extra = {"num_classes": 10, "val_fraction": val_fraction, "ink_max": 16.0,
-             "mean": float(x.mean()), "std": float(x.std())}  # the torchvision path's normalisation, same numbers
-    return {"train": ArrayImages(rgb[tr.numpy()], target[tr.numpy()]),
-            "val": ArrayImages(rgb[va.numpy()], target[va.numpy()])}, extra
-
-
 # ------------------------------------------------------------------ writing
 def _write_split(source, path: Path, *, jpeg: bool, args, label: str) -> None:
     from ffcv.fields import IntField, RGBImageField
@@ -165,7 +123,7 @@ def convert(args) -> dict[str, Any]:
                           f"or --verify to check them")
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; allowed: a new or an existing directory")
-    if args.dataset != "digits":  # the source is checked before anything is created
+    if ffcv_format(args.dataset).needs_source:  # the source is checked before anything is created
         if not args.data_dir:
             raise ConfigError(f"--data-dir is required for --dataset {args.dataset}")
         check_dataset(args.dataset, args.data_dir)
@@ -189,14 +147,12 @@ def convert(args) -> dict[str, Any]:
 def _convert_into(out: Path, targets: list[Path], args) -> dict[str, Any]:
     errors = _Errors(out / f".errors-{os.getpid()}.txt")
     errors.path.unlink(missing_ok=True)
-    if args.dataset == "digits":
-        sources, extra = _digits(args.val_fraction)
-    else:
-        sources, extra = (_imagenet if args.dataset == "imagenet" else _cifar100)(Path(args.data_dir), errors)
+    fmt = ffcv_format(args.dataset)
+    sources, extra = fmt.sources(args, errors)
     for p in targets:  # --overwrite: the old record goes first, so a half-replaced directory never looks complete
         if p.exists():
             p.unlink()
-    jpeg = args.dataset == "imagenet"
+    jpeg = fmt.jpeg
     try:
         for split in SPLITS:
             _write_split(sources[split], out / f"{split}.beton", jpeg=jpeg, args=args, label=split)
@@ -212,7 +168,7 @@ def _convert_into(out: Path, targets: list[Path], args) -> dict[str, Any]:
             "storage": ({"write_mode": "proportion", "max_resolution": args.max_resolution,
                          "jpeg_quality": args.jpeg_quality, "compress_probability": args.compress_probability}
                         if jpeg else {"write_mode": "raw"}),
-            "source": str(Path(args.data_dir).resolve()) if args.data_dir else "sklearn.datasets.load_digits"}
+            "source": fmt.source_name(args)}
     tmp = out / f".{FFCV_META}.partial"
     tmp.write_text(json.dumps(meta, indent=1))
     os.replace(tmp, out / FFCV_META)
@@ -227,7 +183,7 @@ def verify(args) -> dict[str, Any]:
 
 def parse_args(argv: list[str] | None = None):
     p = argparse.ArgumentParser(prog="python -m ham.data.ffcv_write", description=__doc__.split("\n\n")[0])
-    p.add_argument("--dataset", required=True, choices=("imagenet", "cifar100", "digits"))
+    p.add_argument("--dataset", required=True, choices=ffcv_datasets())
     p.add_argument("--data-dir", help="the source: ImageNet's data_dir (train/ and val/ class folders), or the "
                                       "directory holding cifar-100-python/; not needed for digits")
     p.add_argument("--out", required=True, help="directory for train.beton, val.beton and ham_ffcv.json")

@@ -1,9 +1,10 @@
 """The datasets' declarations: typed options, builder and facts (ham/registry.py). Torch-free.
 
 Facts: shape (classes, channels) of a real dataset (what dataset.smoke_images generates in its place; synthetic
-takes them from its options), ffcv_native_size (the resolution its .beton files hold; the ffcv loader does not
-resize them), files (false: nothing on disk, so no ffcv), bundled (shipped with a package: no data_dir unless
-its ffcv files are read).
+takes them from its options), ffcv ("module:Class" of how its ffcv files are written and read,
+ham/data/ffcv_formats.py; absent: no dataset.loader=ffcv), ffcv_native_size (the resolution its .beton files
+hold; the ffcv loader does not resize them), files (false: nothing on disk), bundled (shipped with a package: no
+data_dir unless its ffcv files are read).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, Mapping, Optional
 
 from ham.errors import ConfigError
 from ham.options import Component, NoKwargs, opt, select
-from ham.registry import declare, fact, names
+from ham.registry import declare, fact, named_with
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
 
@@ -72,10 +73,9 @@ class DatasetConfig(Component):
                               f"files are read); allowed: {path}.loader=torchvision with smoke_images")
         if node.loader != "ffcv":
             return
-        if not fact("dataset", node.name, "files", True):
-            raise ConfigError(f"{path}.loader=ffcv is not available for dataset={node.name} (no files to read); "
-                              f"allowed: {path}.loader=torchvision, or dataset="
-                              f"{'|'.join(n for n in names('dataset') if fact('dataset', n, 'files', True))}")
+        if not fact("dataset", node.name, "ffcv"):
+            raise ConfigError(f"{path}.loader=ffcv is not available for dataset={node.name} (no ffcv files for it); "
+                              f"allowed: {path}.loader=torchvision, or dataset={'|'.join(named_with('dataset', 'ffcv'))}")
         native = fact("dataset", node.name, "ffcv_native_size")
         if native is not None and node.img_size != native:
             raise ConfigError(f"{path}.img_size={node.img_size} does not fit {path}.loader=ffcv for "
@@ -107,7 +107,8 @@ class SyntheticOptions:
     val_size: int = opt(64, ge=1)
 
 
-@declare("dataset", "imagenet", build="ham.data.datasets:imagenet", label="ImageNet", shape=(1000, 3))
+@declare("dataset", "imagenet", build="ham.data.datasets:imagenet", label="ImageNet", shape=(1000, 3),
+         ffcv="ham.data.ffcv_formats:ImageNetFFCV")
 class ImageNetDataset(DatasetConfig):
     """ImageNet-1k (ILSVRC2012) from class folders, or ffcv files."""
 
@@ -174,7 +175,8 @@ class ImageNetDataset(DatasetConfig):
                               f"resolution to {path}.img_size={node.img_size}); allowed: the defaults, or a ResNet")
 
 
-@declare("dataset", "cifar100", build="ham.data.datasets:cifar100", label="CIFAR-100", shape=(100, 3), ffcv_native_size=32)
+@declare("dataset", "cifar100", build="ham.data.datasets:cifar100", label="CIFAR-100", shape=(100, 3),
+         ffcv="ham.data.ffcv_formats:CIFAR100FFCV", ffcv_native_size=32)
 class CIFAR100Dataset(DatasetConfig):
     """CIFAR-100 (python pickle files), or ffcv files."""
 
@@ -194,8 +196,8 @@ class CIFAR100Dataset(DatasetConfig):
         return 50_000
 
 
-@declare("dataset", "digits", build="ham.data.datasets:digits", label="digits", shape=(10, 1), ffcv_native_size=8,
-         bundled=True)
+@declare("dataset", "digits", build="ham.data.datasets:digits", label="digits", shape=(10, 1),
+         ffcv="ham.data.ffcv_formats:DigitsFFCV", ffcv_native_size=8, bundled=True)
 class DigitsDataset(DatasetConfig):
     """scikit-learn's bundled 8x8 handwritten digits: 1797 real images, offline."""
 
