@@ -15,7 +15,7 @@ Rerunning the same command resumes (or skips a finished run).
 
 import sys
 
-from ham.train import stop
+from ham.lifecycle import stop
 
 stop.install()  # first: a stop signal during the imports below must end in exit 3 (requeue), not 143
 try:

@@ -644,10 +644,10 @@ def _free_port() -> int:
 
 def trainer_stepper(ctx: Ctx, v: Variant, env, ddp_model=None, check_every: int = 5):
     """The trainer's own per-step code: its TrainStep (ham/train/step.py) plus the loop's per-step bookkeeping
-    and its stop check (ham.train.stop.TrainingStop, the DDP agreement every `check_every` steps)."""
+    and its stop check (ham.lifecycle.stop.TrainingStop, the DDP agreement every `check_every` steps)."""
     from ham.train.distributed import AsyncAgreement
     from ham.train.step import TrainStep
-    from ham.train.stop import TrainingStop
+    from ham.lifecycle.stop import TrainingStop
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(v.opt, lambda k: 1.0 / (1 + k))
     tr = SimpleNamespace(

@@ -9,8 +9,8 @@ directory in use by another process, or no usable checkpoint), 3 preempted (a st
 stopped before the first step with nothing new to save; requeue either way), 130 interrupted by Ctrl-C (SIGINT:
 handled like a stop signal, but 128 + SIGINT as a shell reports it, so a scheduler never requeues a run a person
 stopped; a second Ctrl-C exits 130 at once). Stop signals are handled from train.py's first line to the
-end of interpreter shutdown (ham/train/stop.py); the run directory is locked for the life of the run
-(ham/train/runlock.py). train.py sets HYDRA_FULL_ERROR=1 so that Hydra's own errors reach run_cli as exceptions instead of
+end of interpreter shutdown (ham/lifecycle/stop.py); the run directory is locked for the life of the run
+(ham/lifecycle/runlock.py). train.py sets HYDRA_FULL_ERROR=1 so that Hydra's own errors reach run_cli as exceptions instead of
 multi-line reports; run_cli turns each into one line.
 """
 
@@ -32,8 +32,8 @@ from ham.config import FAILED_MARK, job_status, register_resolvers
 from ham.help import fast_help
 from ham.help import register_resolver as register_help_resolver
 from ham.errors import ConfigError, Preempted, StorageError, shorten
-from ham.train import runlock, stop
-from ham.train.world import detect_world
+from ham.lifecycle import runlock, stop
+from ham.lifecycle.world import detect_world
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_PREEMPTED = 0, 1, 2, 3
 _STORAGE_ERRNOS = {errno.ENOSPC, errno.EROFS, errno.EDQUOT, errno.EACCES, errno.EPERM}
@@ -343,7 +343,7 @@ def _train(cfg: DictConfig, run_dir: Path) -> Any:
             print(format_summary_table(summary, run_dir))
     except Preempted as e:
         teardown_distributed()
-        from ham.train.preempt import hand_over
+        from ham.lifecycle.preempt import hand_over
 
         hand_over(e)  # under submitit: requeue (no return on rank 0)
         raise

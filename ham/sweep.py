@@ -215,7 +215,7 @@ def _forward_stop_signals():
     """SIGTERM/SIGINT/SIGUSR1 to sweep.py go, as they are, to its running train.py children, which checkpoint and
     exit 3 (130 for SIGINT); sweep.py waits for them (no orphan keeps writing into a run dir) and exits with their
     code (130 after a Ctrl-C). A terminal's Ctrl-C reaches the children directly too: train.py counts a SIGINT
-    and its forwarded copy, milliseconds apart, as one Ctrl-C (ham/train/stop.py), so a second Ctrl-C, forwarded
+    and its forwarded copy, milliseconds apart, as one Ctrl-C (ham/lifecycle/stop.py), so a second Ctrl-C, forwarded
     like the first, stops them at once."""
     running = _Running()
 

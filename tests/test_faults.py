@@ -167,7 +167,7 @@ def test_ctrl_c_at_start_up_is_one_line_exit_130_and_nothing_half_written(tmp_pa
 
 
 def test_second_ctrl_c_exits_130_at_once(monkeypatch, capsys, request):
-    from ham.train import stop
+    from ham.lifecycle import stop
 
     exits = []
     monkeypatch.setattr(os, "_exit", lambda code: exits.append(code))
@@ -235,13 +235,13 @@ def test_second_process_on_the_same_run_dir_exits_2_and_changes_nothing(tmp_path
 
 _HOLDER = """
 import sys, time
-from ham.train import runlock
+from ham.lifecycle import runlock
 runlock.acquire(sys.argv[1]); print("held", flush=True); time.sleep(600)
 """
 
 
 def test_run_lock_names_holder_and_a_killed_holder_does_not_block(tmp_path):
-    from ham.train import runlock
+    from ham.lifecycle import runlock
 
     holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], stdout=subprocess.PIPE, text=True,
                               env={**ENV, "PYTHONPATH": str(ROOT)})

@@ -33,7 +33,7 @@ def run(script, *args, timeout=600, cwd=ROOT):
 
 def tree_digest(d: Path) -> dict[str, tuple[str, int]]:
     """Every file of a run dir but the run lock (issue 11: it holds the owning process, rewritten by every run)."""
-    from ham.train.runlock import LOCK_NAME
+    from ham.lifecycle.runlock import LOCK_NAME
 
     return {str(p.relative_to(d)): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mtime_ns)
             for p in sorted(d.rglob("*")) if p.is_file() and p.name != LOCK_NAME}

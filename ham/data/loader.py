@@ -144,7 +144,7 @@ class EpochPosition:
 
 def ignore_interrupts(_worker_id: int) -> None:
     """A loader worker ignores Ctrl-C (the terminal sends SIGINT to the whole process group): the main process
-    finishes its step, checkpoints and shuts the workers down (ham/train/stop.py); a worker that died of it
+    finishes its step, checkpoints and shuts the workers down (ham/lifecycle/stop.py); a worker that died of it
     would fail the next batch instead."""
     import signal
 

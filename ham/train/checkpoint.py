@@ -16,7 +16,7 @@ it is unverified.
 Everything saved must be weights_only-loadable (tensors, numbers, strings, None, lists, tuples, dicts; no numpy
 arrays, no custom classes): loading uses ``torch.load(weights_only=True)`` and can never execute code.
 A truncated or corrupt newest checkpoint falls back to the previous one, with a warning on stderr.
-Single writer per directory (rank 0, holding the run directory's lock: ham/train/runlock.py). Temp files are
+Single writer per directory (rank 0, holding the run directory's lock: ham/lifecycle/runlock.py). Temp files are
 per process; a save removes only temps that are provably stale (their process is gone, or this process holds
 the run directory's lock and is therefore the only writer).
 """
@@ -101,7 +101,7 @@ def save_checkpoint(state: dict[str, Any], ckpt_dir: Path, step: int, keep: int 
     final = atomic_write(target, lambda f: torch.save(state, f), before_replace=digest_first)
     if prior:
         write_digest(target, new)
-    from ham.train import runlock
+    from ham.lifecycle import runlock
 
     sole = runlock.holds(ckpt_dir.parent)
     for tmp in ckpt_dir.glob(_TMP_GLOB):  # a SIGKILL mid-write leaves one behind

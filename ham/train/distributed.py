@@ -9,7 +9,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 
-from ham.train.world import detect_world  # noqa: F401 (re-exported; torch-free for the CLI)
+from ham.lifecycle.world import detect_world  # noqa: F401 (re-exported; torch-free for the CLI)
 
 
 def _ddp_options() -> dict:

@@ -30,7 +30,7 @@ from ham.train.metrics import l1_norm
 from ham.train.plots import plot_curves, plot_layer_sparsity
 from ham.train.sinks import MultiSink, ProgressBar, make_sinks
 from ham.train.state import TrainState
-from ham.train.stop import TrainingStop, signal_name
+from ham.lifecycle.stop import TrainingStop, signal_name
 
 
 def train_from_config(cfg: DictConfig, run_dir: Path, env: DistEnv) -> dict[str, Any]:

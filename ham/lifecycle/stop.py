@@ -96,7 +96,7 @@ def _handler(signum: int, frame: Any) -> None:
         return
     if second_interrupt(signum):
         exit_now()
-    from ham.train.preempt import submitit_signal
+    from ham.lifecycle.preempt import submitit_signal
 
     prev = _state["previous"].get(signum)
     if signum == submitit_signal() and callable(prev):
@@ -115,7 +115,7 @@ class TrainingStop:
     signal, under submitit) set `signum` (the first one wins) instead of stopping; the loop asks `requested(step)`
     after each step and then checkpoints and exits 3 (130 for SIGINT); a second Ctrl-C exits at once. `agree(flag) -> bool` (DDP: an asynchronous all-reduce, ham.train.distributed
     .AsyncAgreement.poll) makes every rank stop at the same step; it is asked every `check_every` steps. `requeue`
-    is submitit's own handler for its signal (called after the checkpoint: ham.train.preempt.hand_over)."""
+    is submitit's own handler for its signal (called after the checkpoint: ham.lifecycle.preempt.hand_over)."""
 
     def __init__(self, agree: Callable[[bool], bool] | None = None, check_every: int = 1):
         self.signum: int | None = None
@@ -129,7 +129,7 @@ class TrainingStop:
             self.signum = signum
 
     def install(self) -> None:
-        from ham.train.preempt import submitit_signal
+        from ham.lifecycle.preempt import submitit_signal
 
         signals = [signal.SIGTERM, signal.SIGUSR1, signal.SIGINT]
         submitit_sig = submitit_signal()
