@@ -3,7 +3,11 @@ is about threads (mark it `threads`: it gets the machine's threads back for its 
 
 Two cores run the suite (CI sets OMP_NUM_THREADS=2): every process with several intra-op threads oversubscribes
 them as soon as two processes run at once (a torchrun pair, a test and its subprocess), which costs 4-9x.
-Set here, before torch is imported, so the in-process default and every child's environment agree."""
+Set here, before torch is imported, so the in-process default and every child's environment agree.
+
+So the suite runs its test processes side by side instead: pytest-xdist, `-n auto` (pyproject's addopts: one
+worker per core, at most 4) with `--dist loadgroup`: tests that share a module- or session-scoped fixture of
+ours (a trained run, written ffcv files) run on one worker, so each is built once. `-n 0` runs in-process (pdb)."""
 
 import os
 
@@ -20,6 +24,26 @@ torch.set_num_threads(1)
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "threads: a test about threads: runs with the machine's default threads")
+
+
+def pytest_xdist_auto_num_workers(config):
+    return max(1, min(4, len(os.sched_getaffinity(0))))
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests using one of our shared (module/session) fixtures go to one worker: the fixture's group."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        for name in getattr(item, "fixturenames", ()):
+            defs = info.name2fixturedefs.get(name) if info else None
+            d = defs[-1] if defs else None
+            if d is None or d.scope not in ("session", "package", "module", "class"):
+                continue
+            if not getattr(d.func, "__module__", "").startswith(("conftest", "test_", "tests")):
+                continue  # pytest's own (tmp_path_factory, ...)
+            group = name if d.scope == "session" else item.module.__name__
+            item.add_marker(pytest.mark.xdist_group(group))
+            break
 
 
 @pytest.fixture(autouse=True)
