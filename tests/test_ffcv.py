@@ -158,9 +158,10 @@ def test_converter_refuses_overwrite_verifies_and_is_atomic(tmp_path, digits_bet
     # SIGKILL during --overwrite: nothing that looks complete is left
     v = subprocess.Popen([*cmd, "--overwrite", "--num-workers", "1"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT)
-    deadline = time.time() + 60
-    while time.time() < deadline and not (out / ".train.beton.partial").exists():
+    deadline = time.time() + 600  # imports torch and ffcv first: minutes on a loaded machine
+    while time.time() < deadline and not (out / ".train.beton.partial").exists() and v.poll() is None:
         time.sleep(0.005)
+    assert (out / ".train.beton.partial").exists(), "the converter never started writing"
     v.send_signal(signal.SIGKILL)
     v.wait()
     assert not any((out / n).exists() for n in ("train.beton", "val.beton", "ham_ffcv.json"))

@@ -125,7 +125,8 @@ def test_test_commands_are_what_ci_runs_and_the_default_suite():
     assert steps[-1].endswith("uv run pytest -q -m ''") and "pytest -q -m ''" in ci
     assert everyday == "uv run pytest -q"
     pyproject = (ROOT / "pyproject.toml").read_text()
-    assert """addopts = "-ra -m 'not slow'\"""" in pyproject  # what the everyday command leaves out
+    assert """addopts = "-ra -m 'not slow' -n auto --dist loadgroup\"""" in pyproject  # what the everyday command
+    # leaves out (slow tests), and how it runs (test processes side by side: tests/conftest.py)
 
 
 def test_snippet_runs_as_pasted(capsys):
