@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from ham.optim import cpu_threads
 from ham.optim.kernels.cpu_source import SOURCE
 
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
@@ -165,21 +166,12 @@ def build_info() -> dict[str, str]:
     return info
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: a SLURM/cgroup/taskset limit), read once."""
-    if "cpus" not in _STATE:
-        try:
-            _STATE["cpus"] = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):  # not Linux
-            _STATE["cpus"] = os.cpu_count() or 1
-    return _STATE["cpus"]
-
-
 def threads() -> int:
     """Threads the kernel uses for a large step: torch's setting at call time (torch.get_num_threads(), which the
-    trainer sets deliberately), never more than the CPUs this process may use. (The C side also gives each
-    thread at least 2^16 elements, so small steps run on one thread.)"""
-    return max(1, min(torch.get_num_threads(), _usable_cpus()))
+    trainer sets deliberately), never more than this rank's share of the cores it may use (the library's rule in
+    ham/optim/cpu_threads.py, the trainer's too): N ranks on one host each get cores // N, one core -> one thread.
+    (The C side also gives each thread at least 2^16 elements, so small steps run on one thread.)"""
+    return cpu_threads.kernel_threads(torch.get_num_threads())
 
 
 def _pointer_array(tensors):
