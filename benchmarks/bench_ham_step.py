@@ -159,7 +159,8 @@ def host_line(device) -> str:
     except OSError:
         pass
     info = cpu_kernel.build_info()
-    kernel = (f"kernel ISA: {info.get('isa') or 'portable'} (OpenMP: {info.get('openmp')}); built by "
+    kernel = (f"kernel ISA: {info.get('isa') or 'portable'} (OpenMP: {info.get('openmp')}; fp32 path: "
+              f"{info.get('fp32 path', '?')}); built by "
               f"{info.get('compiler')} with `{info.get('flags')}`") if "error" not in info else \
         f"kernel NOT built ({info['error']})"
     load = ("load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())) if hasattr(os, "getloadavg") \
