@@ -9,12 +9,20 @@ per-tensor cost is a few pointer loads, and a loaded machine sees one thread bar
 Arithmetic: the exponent in the reference formula's operation order, with floating-point contraction disabled at
 build time (-ffp-contract=off), so it is bit-identical to the reference; exp() is a branch-free polynomial (below)
 so the loops vectorize: within 2.34 ulp of the exactly rounded value for a clamp c <= 87 (every float in
-[-87, 87] measured: 2.34 ulp with FMA, 2.31 without; the results are within 2.7e-7 of the reference's), within
+[-87, 87] measured: 2.34 ulp with FMA, 2.31 without; the results are within 2.7e-7 of the reference's; the
+AVX2 path's table exp: 1.14 ulp), within
 1.02 ulp over the whole float range otherwise. The exp's FMAs are explicit (fmaf where the target has FMA).
-Speed: the step is compute-bound on AVX2 with a full-precision exp (19 vector ops per 8 floats against the
-memory floor's 3), so the hot loop carries nothing it does not need: sign(x) * g is one and + one xor, the beta
-select and the wide-range exp are compiled out where they cannot matter, and the polynomial is one degree lower
-for c <= 87. On AVX-512 CPUs the build asks for 512-bit vectors (gcc's default stops at 256).
+Speed: with a full-precision exp the step is about as much compute as memory traffic on a 2-vCPU Zen 3 (the
+generic loop below: ~11 cycles per 8 floats in cache, as long as the memory floor x.mul_(m) takes over memory), so
+the hot loop carries nothing it does not need: sign(x) * g is one and + one xor, the beta select and the
+wide-range exp are compiled out where they cannot matter, and the polynomial is one degree lower for c <= 87.
+Where the build targets AVX2 + FMA (x86 with -march=native), fp32 weights with their own sign, c <= 87 and beta
+everywhere (the default HAM step) take a hand-vectorised loop instead: a table exp (two fewer multiply-adds,
+1.14 ulp) and a software prefetch, measured side by side at 1.2-1.3x the floor against the generic loop's
+1.4-1.5x on that host (issue 21; figures in results/benchmarks/ham_step.md). Everything else, and every build
+without AVX2 + FMA (the portable fallback: plain -O3, or -fopenmp-simd), uses the generic loops. On AVX-512 CPUs
+the build asks for 512-bit vectors for the generic loops (gcc's default stops at 256); the AVX2 path stays 256-bit
+there (no AVX-512 host was available to time a 512-bit one).
 -fno-trapping-math lets the compiler turn the selects into vector blends (AVX2); it changes no value.
 fp32 is loaded/stored as is; bf16/fp16 are converted to fp32 and rounded back once, to nearest even.
 """
