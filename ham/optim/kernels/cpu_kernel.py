@@ -2,7 +2,7 @@
 
 Built lazily on first use with the system C compiler and cached on disk (``$HAM_KERNEL_CACHE``, default
 ``~/.cache/ham/kernels``) under a key of source, compiler and CPU features (it is built with -march=native, so a
-cache shared between different machines must not hand one the other's binary). A cold build takes ~1 s, a
+cache shared between different machines must not hand one the other's binary). A cold build takes 1-3 s, a
 cached load a few ms; both happen once per process. lr, alpha, beta and c are plain call arguments: nothing is
 ever rebuilt for a new value. If no compiler works, ``available()`` turns False and callers use the foreach path.
 """

@@ -1,6 +1,7 @@
 """C source of the CPU kernel (built by cpu_kernel.py with the system C compiler, loaded through ctypes).
 
-Plain C on raw pointers, no torch headers: a cold build takes ~1 s (0.9-1.4 s on the 2-core CI machine), where
+Plain C on raw pointers, no torch headers: a cold build takes 1-3 s (0.9-1.4 s idle on the 2-core CI machine before the
+AVX2 path's <immintrin.h>, which adds ~0.8 s), where
 the torch.compile (inductor C++) version this replaced took 12 s cold and 3-7 s per process even with inductor's
 disk cache. One call steps a whole
 list of tensors inside ONE OpenMP parallel region (work split evenly by element count across threads), so the
