@@ -19,8 +19,8 @@ the hot loop carries nothing it does not need: sign(x) * g is one and + one xor,
 wide-range exp are compiled out where they cannot matter, and the polynomial is one degree lower for c <= 87.
 Where the build targets AVX2 + FMA (x86 with -march=native), fp32 weights with their own sign, c <= 87 and beta
 everywhere (the default HAM step) take a hand-vectorised loop instead: a table exp (two fewer multiply-adds,
-1.14 ulp) and a software prefetch, measured side by side at 1.2-1.3x the floor against the generic loop's
-1.4-1.5x on that host (issue 21; figures in results/benchmarks/ham_step.md). Everything else, and every build
+1.14 ulp) and a software prefetch, measured side by side at 1.13-1.33x the floor against the generic loop's
+1.23-1.45x on that host (loaded) (issue 21; figures in results/benchmarks/ham_step.md). Everything else, and every build
 without AVX2 + FMA (the portable fallback: plain -O3, or -fopenmp-simd), uses the generic loops. On AVX-512 CPUs
 the build asks for 512-bit vectors for the generic loops (gcc's default stops at 256); the AVX2 path stays 256-bit
 there (no AVX-512 host was available to time a 512-bit one).
