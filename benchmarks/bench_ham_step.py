@@ -18,7 +18,8 @@ and for CUDA when a GPU is present (otherwise that section says it was skipped),
 Every time is also given as a multiple of the bandwidth floor measured in the same rounds: x.mul_(m) over the
 same 25.5M weights (torch._foreach_mul_: read x and m, write x, the fused step's 3 accesses per element).
 Timing is in rounds: each round times every variant once, back to back, and ratios are taken within a round
-(so drifting load on a shared machine hits numerator and denominator alike); medians over rounds are printed.
+(so drifting load on a shared machine hits numerator and denominator alike); medians over rounds are printed, and
+for the headline ratios also their quartiles over the rounds ([q1-q3]: how much the rounds disagree).
 Every HAM call uses a new lr, as under a scheduler; the number of kernel builds after warm-up is printed (0).
 """
 
@@ -143,8 +144,20 @@ def time_rounds(s: Setup, repeats: int, naive_repeats: int):
 
     labels = [k for k in times if not k.endswith("(naive rounds)")]
     med = {k: statistics.median(v) for k, v in times.items()}
-    return med, {k: {"sgd": ratio(k, "sgd"), "floor": ratio(k, FLOOR),
-                     "sgd_fused": ratio(k, SGD_FUSED) if k != s.naive_label else float("nan")} for k in labels}
+    out = {k: {"sgd": ratio(k, "sgd"), "floor": ratio(k, FLOOR),
+               "sgd_fused": ratio(k, SGD_FUSED) if k != s.naive_label else float("nan")} for k in labels}
+    for k in ("HAM step, backend=fused", SGD_FUSED):  # the spread of the headline ratios over the rounds
+        for unit, key in ((FLOOR, "floor"), (SGD_FUSED, "sgd_fused")):
+            out[k][key + "_spread"] = _quartiles([a / b for a, b in zip(times[k], times[unit])])
+    return med, out
+
+
+def _quartiles(values) -> str:
+    """'[q1-q3]' of within-round ratios: how much the rounds disagree (drift and other processes' load)."""
+    if len(values) < 4:
+        return "[n/a]"
+    q = statistics.quantiles(values, n=4)
+    return f"[{q[0]:.2f}-{q[2]:.2f}]"
 
 
 def host_line(device) -> str:
@@ -159,7 +172,8 @@ def host_line(device) -> str:
     except OSError:
         pass
     info = cpu_kernel.build_info()
-    kernel = (f"kernel ISA: {info.get('isa') or 'portable'} (OpenMP: {info.get('openmp')}); built by "
+    kernel = (f"kernel ISA: {info.get('isa') or 'portable'} (OpenMP: {info.get('openmp')}; fp32 path: "
+              f"{info.get('fp32 path', '?')}); built by "
               f"{info.get('compiler')} with `{info.get('flags')}`") if "error" not in info else \
         f"kernel NOT built ({info['error']})"
     load = ("load average " + " ".join(f"{v:.2f}" for v in os.getloadavg())) if hasattr(os, "getloadavg") \
@@ -291,9 +305,10 @@ def report(device, args, s: Setup | None = None, naive_repeats: int | None = Non
           f"foreach chain / SGD: {ratio['HAM step, backend=foreach']['sgd']:.2f}")
     print(f"(a') torch fused SGD-momentum step: {med[SGD_FUSED] * 1e3:.2f} ms = "
           f"{ratio[SGD_FUSED]['sgd']:.2f}x the foreach one; fused HAM / torch fused SGD: "
-          f"{ratio[fused]['sgd_fused']:.2f}")
-    print(f"(floor) fused HAM / bandwidth floor: {ratio[fused]['floor']:.2f}   torch fused SGD / floor: "
-          f"{ratio[SGD_FUSED]['floor']:.2f} (it moves 5 accesses per element to the floor's 3)")
+          f"{ratio[fused]['sgd_fused']:.2f} {ratio[fused]['sgd_fused_spread']}")
+    print(f"(floor) fused HAM / bandwidth floor: {ratio[fused]['floor']:.2f} {ratio[fused]['floor_spread']}   "
+          f"torch fused SGD / floor: {ratio[SGD_FUSED]['floor']:.2f} {ratio[SGD_FUSED]['floor_spread']} (it moves 5 "
+          f"accesses per element to the floor's 3)   [q1-q3] of the {args.repeats} within-round ratios")
     line = f"(b) fused / reference: {med[fused] / med['HAM step, backend=reference']:.3f}"
     if s.naive_label in med:
         line += f"   fused / naive loop: {med['fused (paired with naive) (naive rounds)'] / med[s.naive_label]:.4f}"

@@ -13,6 +13,7 @@ import pytest
 
 from ham import extras
 from ham.config import explain_hydra_error
+from ham.optim import cpu_threads
 from ham.train import threads
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -99,7 +100,7 @@ def test_auto_threads_small_model_one_thread_and_cores_split_among_local_ranks(m
     for key in ("OMP_NUM_THREADS", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_CPUS_PER_TASK", "SLURM_NTASKS",
                 "SLURM_NTASKS_PER_NODE", "MASTER_ADDR"):
         monkeypatch.delenv(key, raising=False)
-    monkeypatch.setattr(threads, "usable_cores", lambda: 16)
+    monkeypatch.setattr(cpu_threads, "usable_cores", lambda: 16)  # the library rule the trainer uses
     assert threads.choose_threads("auto", 56_000, 1)[0] == 1
     assert threads.choose_threads("auto", 25_000_000, 1)[0] == 16
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
@@ -112,7 +113,7 @@ def test_auto_threads_small_model_one_thread_and_cores_split_among_local_ranks(m
     monkeypatch.setenv("SLURM_CPUS_PER_TASK", "8")
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert threads.cores_per_rank(4) == 8 and threads.choose_workers("auto", 4) == 7
-    monkeypatch.setattr(threads, "usable_cores", lambda: 1)
+    monkeypatch.setattr(cpu_threads, "usable_cores", lambda: 1)
     monkeypatch.delenv("SLURM_PROCID")
     assert threads.choose_workers("auto", 1) == 0 and threads.choose_workers(5, 1) == 5
 

@@ -9,49 +9,28 @@ trained at 22-48 it/s with torch's 2 threads and at ~210 it/s with one (issue 16
     waking a second thread, so extra threads cost more than they give, and the ham step follows (it uses
     torch.get_num_threads());
   - never exceeds OMP_NUM_THREADS when the user set it.
-An integer sets the count exactly.
+An integer sets the count exactly. The core-sharing rule itself lives in the library (ham/optim/cpu_threads.py),
+which the fused CPU kernel follows too.
 """
 
 from __future__ import annotations
 
 import os
 
+from ham.optim import cpu_threads
+from ham.optim.cpu_threads import cores_per_rank, ranks_on_this_host, usable_cores  # noqa: F401 (re-exported)
+
 SMALL_MODEL_PARAMS = 1_000_000
 MAX_AUTO_WORKERS = 8
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # macOS
-        return os.cpu_count() or 1
-
-
-def ranks_on_this_host(world_size: int) -> int:
-    env = os.environ
-    for key in ("LOCAL_WORLD_SIZE", "SLURM_NTASKS_PER_NODE"):
-        value = env.get(key, "")
-        if value.isdigit() and int(value) > 0:
-            return int(value)
-    if env.get("SLURM_NTASKS", "").isdigit() and env.get("SLURM_NNODES", "").isdigit():
-        return max(1, -(-int(env["SLURM_NTASKS"]) // max(1, int(env["SLURM_NNODES"]))))
-    return max(1, world_size) if "MASTER_ADDR" not in env or env.get("MASTER_ADDR") in ("localhost", "127.0.0.1") \
-        else 1
-
-
-def cores_per_rank(world_size: int) -> int:
-    cpus_per_task = os.environ.get("SLURM_CPUS_PER_TASK", "")
-    if "SLURM_PROCID" in os.environ and cpus_per_task.isdigit():  # a SLURM step: its own allocation per task
-        return max(1, min(int(cpus_per_task), usable_cores()))
-    return max(1, usable_cores() // ranks_on_this_host(world_size))
 
 
 def choose_threads(setting: int | str, n_params: int, world_size: int) -> tuple[int, str]:
     """(threads, why) for `trainer.threads`."""
     if setting != "auto":
         return int(setting), "trainer.threads"
-    share = cores_per_rank(world_size)
-    why = f"{share} of {usable_cores()} usable cores for this rank ({ranks_on_this_host(world_size)} on this host)"
+    share = cpu_threads.cores_per_rank(world_size)
+    why = (f"{share} of {cpu_threads.usable_cores()} usable cores for this rank "
+           f"({cpu_threads.ranks_on_this_host(world_size)} on this host)")
     omp = os.environ.get("OMP_NUM_THREADS", "")
     if omp.isdigit() and 0 < int(omp) < share:
         share, why = int(omp), f"OMP_NUM_THREADS={omp}"
@@ -65,7 +44,7 @@ def choose_workers(setting: int | str, world_size: int) -> int:
     its main process, at most MAX_AUTO_WORKERS (0 on a single core: loading then runs in the main process)."""
     if setting != "auto":
         return int(setting)
-    return min(MAX_AUTO_WORKERS, cores_per_rank(world_size) - 1)
+    return min(MAX_AUTO_WORKERS, cpu_threads.cores_per_rank(world_size) - 1)
 
 
 def apply_threads(setting: int | str, model, world_size: int) -> str:

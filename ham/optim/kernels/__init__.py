@@ -56,11 +56,13 @@ def _same_dense_layout(a: Tensor, b: Tensor) -> bool:
     return la is not None and la == dense_layout(b)
 
 
-def _eligible(p: Tensor, g: Tensor, s: Tensor | None, grad_mode: bool) -> bool:
-    # Kernels index raw memory as flat storage: shapes, devices and layouts must match exactly.
-    return (p.dtype in FUSED_DTYPES and g.dtype == p.dtype and g.shape == p.shape and g.device == p.device
+def _eligible(p: Tensor, g: Tensor, s: Tensor | None, grad_mode: bool, device: torch.device) -> bool:
+    # Kernels index raw memory as flat storage: shapes, devices and layouts must match exactly. (device is
+    # p.device, read once by the caller: each read builds a new torch.device object.)
+    dtype = p.dtype
+    return (dtype in FUSED_DTYPES and g.dtype == dtype and g.shape == p.shape and g.device == device
             and not (grad_mode and p.requires_grad) and _same_dense_layout(p, g)
-            and (s is None or (s.dtype in SIGN_DTYPES and s.shape == p.shape and s.device == p.device
+            and (s is None or (s.dtype in SIGN_DTYPES and s.shape == p.shape and s.device == device
                                and _same_dense_layout(p, s))))
 
 
@@ -83,12 +85,20 @@ def _bump_versions(tensors) -> None:
 def fused_hyperbolic_step_(params, grads, *, lr, alpha, beta, clamp, signs, beta_where_grad):
     c = math.inf if clamp is None else float(clamp)
     grad_mode = torch.is_grad_enabled()
+    lr_is_number = not isinstance(lr, Tensor)
     groups: dict[tuple, list[int]] = {}
     rest: list[int] = []
+    # per-tensor Python work is most of a small model's step: each attribute is read once (issue 21)
     for i, (p, g) in enumerate(zip(params, grads)):
         s = signs[i] if signs is not None else None
-        if _eligible(p, g, s, grad_mode) and _lr_ok(lr, p.device):
-            groups.setdefault((p.device, p.dtype, None if s is None else s.dtype), []).append(i)
+        device = p.device
+        if _eligible(p, g, s, grad_mode, device) and (lr_is_number or _lr_ok(lr, device)):
+            key = (device, p.dtype, None if s is None else s.dtype)
+            group = groups.get(key)
+            if group is None:
+                groups[key] = [i]
+            else:
+                group.append(i)
         else:
             rest.append(i)
 

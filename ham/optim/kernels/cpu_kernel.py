@@ -2,7 +2,7 @@
 
 Built lazily on first use with the system C compiler and cached on disk (``$HAM_KERNEL_CACHE``, default
 ``~/.cache/ham/kernels``) under a key of source, compiler and CPU features (it is built with -march=native, so a
-cache shared between different machines must not hand one the other's binary). A cold build takes ~1 s, a
+cache shared between different machines must not hand one the other's binary). A cold build takes 1-3 s, a
 cached load a few ms; both happen once per process. lr, alpha, beta and c are plain call arguments: nothing is
 ever rebuilt for a new value. If no compiler works, ``available()`` turns False and callers use the foreach path.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import itertools
 import os
 import platform
 import shutil
@@ -22,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ham.optim import cpu_threads
 from ham.optim.kernels.cpu_source import SOURCE
 
 DTYPE_CODES = {torch.float32: 0, torch.bfloat16: 1, torch.float16: 2}
@@ -42,6 +44,7 @@ _BASE_FLAGS = ["-O3", "-std=c11", "-ffp-contract=off", "-fno-trapping-math", "-f
 
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {}  # "lib": the loaded library or None once a build failed; "error": why
+MIN_ELEMENTS_PER_THREAD = 1 << 16  # as in the C source (ham_step)
 BUILD_COUNT = [0]  # compiler runs in this process (tests check that lr changes never add any)
 
 FALLBACK_WARNING = (
@@ -165,21 +168,12 @@ def build_info() -> dict[str, str]:
     return info
 
 
-def _usable_cpus() -> int:
-    """CPUs this process may run on (its affinity mask: a SLURM/cgroup/taskset limit), read once."""
-    if "cpus" not in _STATE:
-        try:
-            _STATE["cpus"] = len(os.sched_getaffinity(0))
-        except (AttributeError, OSError):  # not Linux
-            _STATE["cpus"] = os.cpu_count() or 1
-    return _STATE["cpus"]
-
-
 def threads() -> int:
     """Threads the kernel uses for a large step: torch's setting at call time (torch.get_num_threads(), which the
-    trainer sets deliberately), never more than the CPUs this process may use. (The C side also gives each
-    thread at least 2^16 elements, so small steps run on one thread.)"""
-    return max(1, min(torch.get_num_threads(), _usable_cpus()))
+    trainer sets deliberately), never more than this rank's share of the cores it may use (the library's rule in
+    ham/optim/cpu_threads.py, the trainer's too): N ranks on one host each get cores // N, one core -> one thread.
+    (The C side also gives each thread at least 2^16 elements, so small steps run on one thread.)"""
+    return cpu_threads.kernel_threads(torch.get_num_threads())
 
 
 def _pointer_array(tensors):
@@ -193,14 +187,16 @@ def cpu_hyperbolic_(params, grads, signs, *, lr: float, alpha: float, beta: floa
     sign_dtype = signs[0].dtype if signs is not None else None
     if not params or not supports(params[0].dtype, sign_dtype):
         return False
-    offsets = [0]
-    for p in params:
-        offsets.append(offsets[-1] + p.numel())
+    n = len(params)
+    offsets = (ctypes.c_int64 * (n + 1))(*itertools.accumulate([p.numel() for p in params], initial=0))
+    # the C side gives each thread >= 2^16 elements: below 2^17 the answer is one thread, without the ~30 us of
+    # environment reads that threads() costs (a small model's whole step is a few hundred us)
+    n_threads = 1 if offsets[n] < 2 * MIN_ELEMENTS_PER_THREAD else threads()
     rc = library().ham_step(
-        len(params), _pointer_array(params), _pointer_array(grads),
-        _pointer_array(signs) if signs is not None else None, (ctypes.c_int64 * len(offsets))(*offsets),
+        n, _pointer_array(params), _pointer_array(grads),
+        _pointer_array(signs) if signs is not None else None, offsets,
         DTYPE_CODES[params[0].dtype], SIGN_CODES[sign_dtype], float(lr), float(alpha), float(beta), float(clamp),
-        int(bool(beta_where_grad)), threads())
+        int(bool(beta_where_grad)), n_threads)
     if rc != 0:
         raise RuntimeError(f"HAM CPU kernel rejected dtype {params[0].dtype} / signs {sign_dtype}")
     return True

@@ -1,6 +1,7 @@
 """C source of the CPU kernel (built by cpu_kernel.py with the system C compiler, loaded through ctypes).
 
-Plain C on raw pointers, no torch headers: a cold build takes ~1 s (0.9-1.4 s on the 2-core CI machine), where
+Plain C on raw pointers, no torch headers: a cold build takes 1-3 s (0.9-1.4 s idle on the 2-core CI machine before the
+AVX2 path's <immintrin.h>, which adds ~0.8 s), where
 the torch.compile (inductor C++) version this replaced took 12 s cold and 3-7 s per process even with inductor's
 disk cache. One call steps a whole
 list of tensors inside ONE OpenMP parallel region (work split evenly by element count across threads), so the
@@ -9,12 +10,20 @@ per-tensor cost is a few pointer loads, and a loaded machine sees one thread bar
 Arithmetic: the exponent in the reference formula's operation order, with floating-point contraction disabled at
 build time (-ffp-contract=off), so it is bit-identical to the reference; exp() is a branch-free polynomial (below)
 so the loops vectorize: within 2.34 ulp of the exactly rounded value for a clamp c <= 87 (every float in
-[-87, 87] measured: 2.34 ulp with FMA, 2.31 without; the results are within 2.7e-7 of the reference's), within
+[-87, 87] measured: 2.34 ulp with FMA, 2.31 without; the results are within 2.7e-7 of the reference's; the
+AVX2 path's table exp: 1.14 ulp), within
 1.02 ulp over the whole float range otherwise. The exp's FMAs are explicit (fmaf where the target has FMA).
-Speed: the step is compute-bound on AVX2 with a full-precision exp (19 vector ops per 8 floats against the
-memory floor's 3), so the hot loop carries nothing it does not need: sign(x) * g is one and + one xor, the beta
-select and the wide-range exp are compiled out where they cannot matter, and the polynomial is one degree lower
-for c <= 87. On AVX-512 CPUs the build asks for 512-bit vectors (gcc's default stops at 256).
+Speed: with a full-precision exp the step is about as much compute as memory traffic on a 2-vCPU Zen 3 (the
+generic loop below: ~11 cycles per 8 floats in cache, as long as the memory floor x.mul_(m) takes over memory), so
+the hot loop carries nothing it does not need: sign(x) * g is one and + one xor, the beta select and the
+wide-range exp are compiled out where they cannot matter, and the polynomial is one degree lower for c <= 87.
+Where the build targets AVX2 + FMA (x86 with -march=native), fp32 weights with their own sign, c <= 87 and beta
+everywhere (the default HAM step) take a hand-vectorised loop instead: a table exp (two fewer multiply-adds,
+1.14 ulp) and a software prefetch, measured side by side at 1.13-1.33x the floor against the generic loop's
+1.23-1.45x on that host (loaded) (issue 21; figures in results/benchmarks/ham_step.md). Everything else, and every build
+without AVX2 + FMA (the portable fallback: plain -O3, or -fopenmp-simd), uses the generic loops. On AVX-512 CPUs
+the build asks for 512-bit vectors for the generic loops (gcc's default stops at 256); the AVX2 path stays 256-bit
+there (no AVX-512 host was available to time a 512-bit one).
 -fno-trapping-math lets the compiler turn the selects into vector blends (AVX2); it changes no value.
 fp32 is loaded/stored as is; bf16/fp16 are converted to fp32 and rounded back once, to nearest even.
 """
@@ -183,11 +192,77 @@ SEGMENT(seg_f16_self, uint16_t, LD_F16, ST_F16, xv, 1, 0)
 SEGMENT(seg_f16_i8, uint16_t, LD_F16, ST_F16, (float)s8[i], 0, 0)
 SEGMENT(seg_f16_f32, uint16_t, LD_F16, ST_F16, s32[i], 0, 0)
 
+/* The common case on x86 with AVX2 + FMA (fp32 weights, sign of the weight itself, c <= 87, beta everywhere), in
+   intrinsics: gcc's code for the generic loop above spends ~11 cycles per 8 floats on this host, as long as the
+   memory floor, and the two then overlap badly. Two changes bring it to the floor (issue 21):
+   - exp8_narrow: a table exp. x = (8n + j) ln2/8 + r with |r| <= ln2/16 (n, j from one rounding, whose sum also
+     carries n's exponent bias and j as its low 3 bits); 2^(j/8) comes from an 8-entry table held in one register
+     (vpermd: one shuffle, no gather), 2^n from the rounded sum's own bits; on the small interval e^r needs only
+     1 + r + c2 r^2 + c3 r^3 (c2, c3 fitted for this kernel: relative error 2.6e-8). Two fewer multiply-adds than
+     exp_narrow, and more accurate: within 1.14 ulp of the exactly rounded value for x in [-87, 87] (measured over
+     every float there against double exp, at 3.7537465; exp_narrow: 2.34; tests check [-c, c]).
+   - a software prefetch 1 KiB ahead of both streams: with a compute-heavy loop the hardware prefetcher alone
+     leaves the memory idle part of the time.
+   The tail of a range (fewer than 8 elements) uses masked loads/stores with the same arithmetic, so an element's
+   result never depends on where a thread's range starts or ends (bit-identical for any thread count). */
+#if defined(__AVX2__) && defined(__FMA__)
+#include <immintrin.h>
+#define HAM_AVX2_PATH 1
+static inline __m256 exp8_narrow(__m256 e) {
+    const __m256 shifter = _mm256_set1_ps(12582912.0f + 1016.0f);  /* 1.5 * 2^23 + 8 * 127 */
+    __m256 t = _mm256_fmadd_ps(e, _mm256_set1_ps(11.5415602f), shifter);  /* 8 / ln2 */
+    __m256 m = _mm256_sub_ps(t, shifter);
+    __m256 r = _mm256_fnmadd_ps(m, _mm256_set1_ps(0.086669921875f), e);    /* ln2/8 split: high part exact */
+    r = _mm256_fnmadd_ps(m, _mm256_set1_ps(-2.65243050e-5f), r);
+    __m256 q = _mm256_fmadd_ps(_mm256_set1_ps(0.166668594f), r, _mm256_set1_ps(0.500064552f));
+    __m256 p = _mm256_fmadd_ps(q, _mm256_mul_ps(r, r), r);                  /* e^r - 1 */
+    /* bits(2^(j/8)) - (127 << 23) - (j << 20): added to bits(t) << 20 = ((n + 127) << 23) | (j << 20) */
+    const __m256i tab = _mm256_setr_epi32(0, -289342, -509968, -655657, -719629, -694486, -572163, -343865);
+    __m256i ti = _mm256_castps_si256(t);
+    __m256 scale = _mm256_castsi256_ps(_mm256_add_epi32(_mm256_slli_epi32(ti, 20),
+                                                        _mm256_permutevar8x32_epi32(tab, ti)));  /* 2^(n + j/8) */
+    return _mm256_fmadd_ps(p, scale, scale);
+}
+/* the exponent exactly as the reference orders it (and + xor = sign(x) * g; no contraction), clamped, then x * exp */
+static inline __m256 step8_f32_self(__m256 xv, __m256 gv, __m256 nl, __m256 al, __m256 be, __m256 lo, __m256 hi) {
+    __m256 sg = _mm256_xor_ps(gv, _mm256_and_ps(xv, _mm256_set1_ps(-0.0f)));
+    __m256 e = _mm256_mul_ps(nl, _mm256_add_ps(_mm256_mul_ps(al, sg), be));
+    e = _mm256_min_ps(hi, _mm256_max_ps(lo, e));  /* operand order: a NaN e is kept (max/min return the 2nd) */
+    return _mm256_mul_ps(xv, exp8_narrow(e));
+}
+static void seg_f32_self_avx2(float *restrict x, const float *restrict g, int64_t lo, int64_t hi, const Coef *k) {
+    const __m256 nl = _mm256_set1_ps(k->neg_lr), al = _mm256_set1_ps(k->alpha), be = _mm256_set1_ps(k->beta);
+    const __m256 elo = _mm256_set1_ps(k->lo), ehi = _mm256_set1_ps(k->hi);
+    int64_t i = lo;
+    for (; i + 8 <= hi; i += 8) {
+        _mm_prefetch((const char *)(x + i + 256), _MM_HINT_T0);
+        _mm_prefetch((const char *)(g + i + 256), _MM_HINT_T0);
+        _mm256_storeu_ps(x + i, step8_f32_self(_mm256_loadu_ps(x + i), _mm256_loadu_ps(g + i), nl, al, be, elo, ehi));
+    }
+    if (i < hi) {
+        __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(hi - i)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        __m256 xv = _mm256_maskload_ps(x + i, mask), gv = _mm256_maskload_ps(g + i, mask);
+        _mm256_maskstore_ps(x + i, mask, step8_f32_self(xv, gv, nl, al, be, elo, ehi));
+    }
+}
+#endif
+
+/* fp32 weights, sign of the weight: the AVX2 path where it applies, the generic loops otherwise */
+static void seg_f32_self_dispatch(void *xp, const void *gp, const void *sp, int64_t lo, int64_t hi, const Coef *k) {
+#ifdef HAM_AVX2_PATH
+    if (k->narrow && !k->select_beta) {
+        seg_f32_self_avx2((float *)xp, (const float *)gp, lo, hi, k);
+        return;
+    }
+#endif
+    seg_f32_self(xp, gp, sp, lo, hi, k);
+}
+
 typedef void (*segment_fn)(void *, const void *, const void *, int64_t, int64_t, const Coef *);
 
 static segment_fn pick(int dtype, int sign_kind) {
     static const segment_fn table[3][3] = {
-        {seg_f32_self, seg_f32_i8, seg_f32_f32},
+        {seg_f32_self_dispatch, seg_f32_i8, seg_f32_f32},
         {seg_bf16_self, seg_bf16_i8, seg_bf16_f32},
         {seg_f16_self, seg_f16_i8, seg_f16_f32},
     };
@@ -237,6 +312,12 @@ const char *ham_build_info(void) {
 #endif
 #if defined(__aarch64__) && !defined(__FMA__)
         "fma "
+#endif
+        "; fp32 path="
+#ifdef HAM_AVX2_PATH
+        "avx2 intrinsics (table exp, prefetch)"
+#else
+        "generic C"
 #endif
         "; openmp="
 #ifdef _OPENMP
