@@ -203,3 +203,99 @@ def test_roc_auc_matches_sklearn():
     y = torch.randint(0, 2, (300,), generator=g)
     score = torch.round(torch.rand(300, generator=g) * 20) / 20 + 0.1 * y  # with ties
     assert roc_auc(score, y) == pytest.approx(roc_auc_score(y.numpy(), score.numpy()), abs=1e-12)
+
+
+# ------------------------------------------------------------------ presets, paper tables, sweep tables
+PRESETS = sorted(p.stem for p in (ROOT / "configs" / "experiment" / "node").glob("*.yaml"))
+
+
+def test_every_node_preset_composes_with_table12_values():
+    from omegaconf import OmegaConf
+
+    from ham import registry
+    from ham.config import compose, validate
+    from ham.sweep import NODE_HETEROPHILIC, NODE_HOMOPHILIC, NODE_MODELS
+
+    assert len(PRESETS) == 39 == len(NODE_HOMOPHILIC + NODE_HETEROPHILIC) * len(NODE_MODELS)
+    ref = json.loads((ROOT / "results" / "paper_reference.json").read_text())["table12_node_best_alpha_beta"]
+    for name in PRESETS:
+        cfg = compose([f"experiment=node/{name}"])
+        validate(cfg, check_data=False)
+        dataset, model = name.rsplit("_", 1)
+        assert (cfg.dataset.name, cfg.model.name) == (dataset, model)
+        label = registry.get("model", model).label
+        assert [cfg.ham.alpha, cfg.ham.beta] == ref[dataset][label], name
+        assert cfg.ham.beta_where_grad and cfg.optimizer.name == "adam" and cfg.trainer.global_batch_size == 1
+        assert OmegaConf.select(cfg, "optimizer.no_weight_decay_1d") is False
+
+
+def test_paper_node_tables_are_consistent():
+    ref = json.loads((ROOT / "results" / "paper_reference.json").read_text())
+    for small, big in (("table10_node_homophilic", "table13_node_homophilic_nham"),
+                       ("table11_node_heterophilic", "table14_node_heterophilic_nham")):
+        a, b = ref[small], ref[big]
+        assert a["columns"] == b["columns"]
+        for row in ("GCN", "GCN+HAM", "GAT", "GAT+HAM", "SAGE", "SAGE+HAM"):
+            assert a[row] == b[row] and len(a[row]) == len(a["columns"])
+        assert all(len(b[f"{m}+nHAM"]) == len(a["columns"]) for m in ("GCN", "GAT", "SAGE"))
+    for key in ("table12_node_best_alpha_beta", "table15_node_best_alpha_beta_nham"):
+        cells = [v for k, d in ref[key].items() if not k.startswith("_") for v in d.values()]
+        assert len(cells) == 39
+        grid = {1, 10, 100, 200} if "nham" not in key else {-1, -10, -100, -200}
+        assert all(a in grid and b in (0, 0.01, 0.1) for a, b in cells)
+    assert ref["table10_node_homophilic"]["GCN+HAM"][0] == [81.44, 0.43]  # cora, by hand from the paper
+
+
+def test_node_sweep_tables_cells_and_collection(tmp_path):
+    from omegaconf import OmegaConf
+
+    from ham import sweep
+    from ham.config import compose
+
+    blocks = sweep.table_blocks("table13", [0, 1])
+    assert len(blocks) == 2 + 24  # baseline, HAM (every preset), one nHAM block per preset
+    assert len(blocks[0].jobs()) == 24 * 2
+    assert blocks[2].overrides == ["experiment=node/cora_gcn", "ham.alpha=-10", "ham.beta=0.01", "seed=0,1"]
+    assert len(sweep.table_blocks("node_grid", [0])[1].jobs()) == 39 * 12
+    assert sweep.paper_value("table13", "SAGE+nHAM", "cora") == (81.0, 0.35)
+    # a finished table10 sweep collects ours beside the paper's numbers (val/best)
+    sweep_dir = tmp_path / "sw"
+    sweep.write_manifest(sweep_dir, table="table10", blocks=blocks[:2], extra=[], expected=4)
+    for i, (over, best) in enumerate([(["ham.alpha=0", "ham.beta=0"], 80.0), ([], 82.0)]):
+        for seed in (0, 1):
+            cfg = compose(["experiment=node/cora_gcn", *over, f"seed={seed}"])
+            job = sweep_dir / f"job{i}{seed}"
+            job.mkdir()
+            (job / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+            (job / "summary.json").write_text(json.dumps({"val/best": best + seed, "test/at_best_val": 1.0}))
+    text = sweep.write_reports(sweep_dir)
+    assert "| GCN+HAM | cora | 82.50 ± 0.71 | 2 | 81.44 ± 0.43 | ok |" in text
+    assert "| GCN | cora | 80.50 ± 0.71 | 2 | 81.32 ± 0.30 | ok |" in text
+
+
+def test_readme_node_commands_as_typed_then_rerun_answers(tmp_path):
+    """The README's node block as a user types it, in a fresh directory (no hydra.run.dir): the run lands in
+    runs/node_sbm_dense_<hash>/ and typing it again answers from the finished run."""
+    from tests.test_readme import argv, commands
+
+    cmds = commands("node")
+    assert len(cmds) == 2 and all("experiment=node_sbm" in c for c in cmds)
+    for c in cmds:
+        r = subprocess.run(argv(c), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert "best val (%)" in r.stdout
+    dirs = sorted((tmp_path / "runs").glob("node_sbm_dense_*"))
+    assert len(dirs) == 2
+    again = subprocess.run(argv(cmds[0]), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "already finished" in again.stderr, again.stderr[-2000:]
+
+
+def test_every_node_preset_runs_with_smoke_cpu(tmp_path):
+    """smoke=cpu works for the node presets too: a small generated graph of the dataset's shape, no files."""
+    from ham.config import compose, validate
+
+    for name in PRESETS:
+        cfg = compose([f"experiment=node/{name}", "smoke=cpu"])
+        validate(cfg)
+    assert run(["experiment=node/roman-empire_gcn", "smoke=cpu"], tmp_path / "smoke") == 0
+    assert summary(tmp_path / "smoke")["steps"] == 4

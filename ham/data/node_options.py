@@ -4,6 +4,7 @@ Every dataset here has the fact task="ham.tasks.node:NodeClassification": the tr
 (one full graph per step, the training nodes' labels as targets), the evaluation (val/test accuracy or ROC-AUC on
 the split's masks, best validation so far) and nothing else changes in the loop. Facts:
   task        "module:Class" of the task (image datasets have none: image classification)
+  shape       (classes, node features): what smoke=cpu generates in its place (a small SBM graph, no files)
   files       what must be under data_dir (relative paths); missing: one line naming the dataset and how to get it
   source      how ham/data/graphs.py reads it: (kind, PyG name)
   metric      acc | rocauc (Luo et al. report ROC-AUC for minesweeper)
@@ -63,9 +64,8 @@ class NodeDatasetConfig(DatasetConfig):
     @classmethod
     def cross_check(cls, node, root, path):
         super().cross_check(node, root, path)
-        if node.smoke_images is not None:
-            raise ConfigError(f"{path}.smoke_images does not apply to dataset={node.name} (a graph, not images); "
-                              f"allowed: {path}.smoke_images=null, or dataset=sbm for a generated graph")
+        if node.smoke_images is not None:  # smoke=cpu: a generated graph of the dataset's shape, no files read
+            return
         gbs = select(root, "trainer.global_batch_size")
         if gbs is not None and gbs != 1:
             raise ConfigError(f"trainer.global_batch_size={gbs} does not fit dataset={node.name} (node "
@@ -99,9 +99,9 @@ class SBMDataset(NodeDatasetConfig):
     options: SBMOptions = opt(SBMOptions())
 
 
-def _node(name: str, label: str, source: tuple[str, str], files: tuple[str, ...], get: str, *, homophilic: bool,
-          metric: str = "acc"):
-    return declare("dataset", name, build="ham.data.graphs:real", label=label, task=NODE_TASK, source=source,
+def _node(name: str, label: str, source: tuple[str, str], files: tuple[str, ...], get: str, *, shape: tuple[int, int],
+          homophilic: bool, metric: str = "acc"):
+    return declare("dataset", name, build="ham.data.graphs:real", label=label, task=NODE_TASK, source=source, shape=shape,
                    files=files, get=get, metric=metric, homophilic=homophilic, single_process=True, graph=True,
                    extra="graph")
 
@@ -127,86 +127,86 @@ _HETERO = ("from https://github.com/yandex-research/heterophilous-graphs (data/{
 
 
 @_node("cora", "Cora", ("planetoid", "Cora"), _planetoid("Cora"), _pyg("Planetoid", "name='Cora', root=data_dir/Planetoid"),
-       homophilic=True)
+       shape=(7, 1433), homophilic=True)
 class CoraDataset(NodeDatasetConfig):
     """Cora citation graph (Planetoid), Luo et al.'s random 20-per-class split."""
 
 
 @_node("citeseer", "CiteSeer", ("planetoid", "CiteSeer"), _planetoid("CiteSeer"),
-       _pyg("Planetoid", "name='CiteSeer', root=data_dir/Planetoid"), homophilic=True)
+       _pyg("Planetoid", "name='CiteSeer', root=data_dir/Planetoid"), shape=(6, 3703), homophilic=True)
 class CiteSeerDataset(NodeDatasetConfig):
     """CiteSeer citation graph (Planetoid), Luo et al.'s random 20-per-class split."""
 
 
 @_node("pubmed", "PubMed", ("planetoid", "PubMed"), _planetoid("PubMed"),
-       _pyg("Planetoid", "name='PubMed', root=data_dir/Planetoid"), homophilic=True)
+       _pyg("Planetoid", "name='PubMed', root=data_dir/Planetoid"), shape=(3, 500), homophilic=True)
 class PubMedDataset(NodeDatasetConfig):
     """PubMed citation graph (Planetoid), Luo et al.'s random 20-per-class split."""
 
 
 @_node("wikics", "Wiki-CS", ("wikics", "WikiCS"), ("wikics/raw/data.json",),
-       _pyg("WikiCS", "root=data_dir/wikics"), homophilic=True)
+       _pyg("WikiCS", "root=data_dir/wikics"), shape=(10, 300), homophilic=True)
 class WikiCSDataset(NodeDatasetConfig):
     """Wiki-CS (PyG WikiCS), its 20 splits."""
 
 
 @_node("coauthor-cs", "Coauthor-CS", ("coauthor", "CS"), ("Coauthor/CS/raw/ms_academic_cs.npz", "coauthor-cs_split.npz"),
-       _pyg("Coauthor", "name='CS', root=data_dir/Coauthor") + _luo_split("coauthor-cs"), homophilic=True)
+       _pyg("Coauthor", "name='CS', root=data_dir/Coauthor") + _luo_split("coauthor-cs"), shape=(15, 6805), homophilic=True)
 class CoauthorCSDataset(NodeDatasetConfig):
     """Coauthor-CS (PyG Coauthor), Luo et al.'s fixed split."""
 
 
 @_node("coauthor-physics", "Coauthor-Physics", ("coauthor", "Physics"),
        ("Coauthor/Physics/raw/ms_academic_phy.npz", "coauthor-physics_split.npz"),
-       _pyg("Coauthor", "name='Physics', root=data_dir/Coauthor") + _luo_split("coauthor-physics"), homophilic=True)
+       _pyg("Coauthor", "name='Physics', root=data_dir/Coauthor") + _luo_split("coauthor-physics"), shape=(5, 8415), homophilic=True)
 class CoauthorPhysicsDataset(NodeDatasetConfig):
     """Coauthor-Physics (PyG Coauthor), Luo et al.'s fixed split."""
 
 
 @_node("amazon-computer", "Amazon-Computers", ("amazon", "Computers"),
        ("Amazon/Computers/raw/amazon_electronics_computers.npz", "amazon-computer_split.npz"),
-       _pyg("Amazon", "name='Computers', root=data_dir/Amazon") + _luo_split("amazon-computer"), homophilic=True)
+       _pyg("Amazon", "name='Computers', root=data_dir/Amazon") + _luo_split("amazon-computer"), shape=(10, 767), homophilic=True)
 class AmazonComputersDataset(NodeDatasetConfig):
     """Amazon-Computers (PyG Amazon), Luo et al.'s fixed split."""
 
 
 @_node("amazon-photo", "Amazon-Photo", ("amazon", "Photo"),
        ("Amazon/Photo/raw/amazon_electronics_photo.npz", "amazon-photo_split.npz"),
-       _pyg("Amazon", "name='Photo', root=data_dir/Amazon") + _luo_split("amazon-photo"), homophilic=True)
+       _pyg("Amazon", "name='Photo', root=data_dir/Amazon") + _luo_split("amazon-photo"), shape=(8, 745), homophilic=True)
 class AmazonPhotoDataset(NodeDatasetConfig):
     """Amazon-Photo (PyG Amazon), Luo et al.'s fixed split."""
 
 
 @_node("amazon-ratings", "Amazon-Ratings", ("heterophilous", "Amazon-ratings"), ("amazon_ratings/raw/amazon_ratings.npz",),
        "get amazon_ratings.npz " + _HETERO.format(f="amazon_ratings.npz", n="Amazon-ratings")
-       + " into data_dir/amazon_ratings/raw/", homophilic=False)
+       + " into data_dir/amazon_ratings/raw/", shape=(5, 300), homophilic=False)
 class AmazonRatingsDataset(NodeDatasetConfig):
     """Amazon-Ratings (PyG HeterophilousGraphDataset), its 10 splits."""
 
 
 @_node("roman-empire", "Roman-Empire", ("heterophilous", "Roman-empire"), ("roman_empire/raw/roman_empire.npz",),
        "get roman_empire.npz " + _HETERO.format(f="roman_empire.npz", n="Roman-empire")
-       + " into data_dir/roman_empire/raw/", homophilic=False)
+       + " into data_dir/roman_empire/raw/", shape=(18, 300), homophilic=False)
 class RomanEmpireDataset(NodeDatasetConfig):
     """Roman-Empire (PyG HeterophilousGraphDataset), its 10 splits."""
 
 
 @_node("minesweeper", "Minesweeper", ("heterophilous", "Minesweeper"), ("minesweeper/raw/minesweeper.npz",),
        "get minesweeper.npz " + _HETERO.format(f="minesweeper.npz", n="Minesweeper")
-       + " into data_dir/minesweeper/raw/", homophilic=False, metric="rocauc")
+       + " into data_dir/minesweeper/raw/", shape=(2, 7), homophilic=False, metric="rocauc")
 class MinesweeperDataset(NodeDatasetConfig):
     """Minesweeper (PyG HeterophilousGraphDataset), its 10 splits; ROC-AUC as Luo et al."""
 
 
 @_node("squirrel", "Squirrel", ("filtered", "squirrel"), ("geom-gcn/squirrel/squirrel_filtered.npz",),
        "get squirrel_filtered.npz from https://github.com/yandex-research/heterophilous-graphs (data/) into "
-       "data_dir/geom-gcn/squirrel/ (the filtered version Luo et al. use; not in PyG)", homophilic=False)
+       "data_dir/geom-gcn/squirrel/ (the filtered version Luo et al. use; not in PyG)", shape=(5, 2089), homophilic=False)
 class SquirrelDataset(NodeDatasetConfig):
     """Squirrel, filtered (Platonov et al. 2023), its 10 splits."""
 
 
 @_node("chameleon", "Chameleon", ("filtered", "chameleon"), ("geom-gcn/chameleon/chameleon_filtered.npz",),
        "get chameleon_filtered.npz from https://github.com/yandex-research/heterophilous-graphs (data/) into "
-       "data_dir/geom-gcn/chameleon/ (the filtered version Luo et al. use; not in PyG)", homophilic=False)
+       "data_dir/geom-gcn/chameleon/ (the filtered version Luo et al. use; not in PyG)", shape=(5, 2325), homophilic=False)
 class ChameleonDataset(NodeDatasetConfig):
     """Chameleon, filtered (Platonov et al. 2023), its 10 splits."""

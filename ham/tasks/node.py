@@ -69,9 +69,17 @@ class NodeClassification:
         if env.world_size > 1:
             raise ConfigError(f"dataset={cfg.dataset.name} trains full batch on one process; allowed: world size 1 "
                               f"(python train.py, not torchrun)")
-        builder = registry.get("dataset", cfg.dataset.name).implementation()
-        g = builder(cfg.data_dir, name=cfg.dataset.name, seed=cfg.seed,
-                    **OmegaConf.to_container(cfg.dataset.options, resolve=True))
+        options = OmegaConf.to_container(cfg.dataset.options, resolve=True)
+        if cfg.dataset.smoke_images is not None:  # smoke=cpu: a small generated graph of the dataset's shape
+            from ham.data.graphs import sbm
+
+            classes, features = registry.fact("dataset", cfg.dataset.name, "shape") or (
+                options.get("num_classes", 5), options.get("num_features", 32))
+            g = sbm(name=cfg.dataset.name, seed=cfg.seed, num_classes=classes, num_features=features,
+                    nodes_per_class=max(4, cfg.dataset.smoke_images // classes))
+        else:
+            builder = registry.get("dataset", cfg.dataset.name).implementation()
+            g = builder(cfg.data_dir, name=cfg.dataset.name, seed=cfg.seed, **options)
         targets = torch.where(g.train_mask, g.y, torch.full_like(g.y, IGNORE))
         graph = Graph(g.x, g.edge_index)
         train = FullGraphLoader(graph, targets)
