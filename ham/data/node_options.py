@@ -106,10 +106,9 @@ def _node(name: str, label: str, source: tuple[str, str], files: tuple[str, ...]
                    extra="graph")
 
 
-def _pyg(cls: str, name: str) -> str:
-    return (f"nothing is downloaded here: on a machine with internet run `python -c \"from torch_geometric.datasets "
-            f"import {cls}; {cls}(...)\"` as ham/data/graphs.py does ({name}, root under data_dir), or see {PYG_DOCS}, "
-            f"and copy the folder into data_dir")
+def _pyg(cls: str, args: str) -> str:
+    return (f"nothing is downloaded here: on a machine with internet run python -c \"from torch_geometric.datasets "
+            f"import {cls}; {cls}({args})\" and copy DATA_DIR's contents into data_dir (PyG: {PYG_DOCS})")
 
 
 def _planetoid(name: str) -> tuple[str, ...]:
@@ -122,78 +121,76 @@ def _luo_split(name: str) -> str:
             f"https://github.com/LUOyk1999/tunedGNN) into data_dir")
 
 
-_HETERO = ("from https://github.com/yandex-research/heterophilous-graphs (data/{f}), or PyG's "
-           "HeterophilousGraphDataset(root=data_dir, name='{n}') on a machine with internet")
+_HETERO = ("from https://github.com/yandex-research/heterophilous-graphs (data/{f}) into data_dir/{d}/raw/ (or run "
+           "PyG's HeterophilousGraphDataset(root='DATA_DIR', name='{n}') on a machine with internet and copy "
+           "DATA_DIR's contents into data_dir)")
 
 
-@_node("cora", "Cora", ("planetoid", "Cora"), _planetoid("Cora"), _pyg("Planetoid", "name='Cora', root=data_dir/Planetoid"),
+@_node("cora", "Cora", ("planetoid", "Cora"), _planetoid("Cora"), _pyg("Planetoid", "root='DATA_DIR/Planetoid', name='Cora'"),
        shape=(7, 1433), homophilic=True)
 class CoraDataset(NodeDatasetConfig):
     """Cora citation graph (Planetoid), Luo et al.'s random 20-per-class split."""
 
 
 @_node("citeseer", "CiteSeer", ("planetoid", "CiteSeer"), _planetoid("CiteSeer"),
-       _pyg("Planetoid", "name='CiteSeer', root=data_dir/Planetoid"), shape=(6, 3703), homophilic=True)
+       _pyg("Planetoid", "root='DATA_DIR/Planetoid', name='CiteSeer'"), shape=(6, 3703), homophilic=True)
 class CiteSeerDataset(NodeDatasetConfig):
     """CiteSeer citation graph (Planetoid), Luo et al.'s random 20-per-class split."""
 
 
 @_node("pubmed", "PubMed", ("planetoid", "PubMed"), _planetoid("PubMed"),
-       _pyg("Planetoid", "name='PubMed', root=data_dir/Planetoid"), shape=(3, 500), homophilic=True)
+       _pyg("Planetoid", "root='DATA_DIR/Planetoid', name='PubMed'"), shape=(3, 500), homophilic=True)
 class PubMedDataset(NodeDatasetConfig):
     """PubMed citation graph (Planetoid), Luo et al.'s random 20-per-class split."""
 
 
 @_node("wikics", "Wiki-CS", ("wikics", "WikiCS"), ("wikics/raw/data.json",),
-       _pyg("WikiCS", "root=data_dir/wikics"), shape=(10, 300), homophilic=True)
+       _pyg("WikiCS", "root='DATA_DIR/wikics'"), shape=(10, 300), homophilic=True)
 class WikiCSDataset(NodeDatasetConfig):
     """Wiki-CS (PyG WikiCS), its 20 splits."""
 
 
 @_node("coauthor-cs", "Coauthor-CS", ("coauthor", "CS"), ("Coauthor/CS/raw/ms_academic_cs.npz", "coauthor-cs_split.npz"),
-       _pyg("Coauthor", "name='CS', root=data_dir/Coauthor") + _luo_split("coauthor-cs"), shape=(15, 6805), homophilic=True)
+       _pyg("Coauthor", "root='DATA_DIR/Coauthor', name='CS'") + _luo_split("coauthor-cs"), shape=(15, 6805), homophilic=True)
 class CoauthorCSDataset(NodeDatasetConfig):
     """Coauthor-CS (PyG Coauthor), Luo et al.'s fixed split."""
 
 
 @_node("coauthor-physics", "Coauthor-Physics", ("coauthor", "Physics"),
        ("Coauthor/Physics/raw/ms_academic_phy.npz", "coauthor-physics_split.npz"),
-       _pyg("Coauthor", "name='Physics', root=data_dir/Coauthor") + _luo_split("coauthor-physics"), shape=(5, 8415), homophilic=True)
+       _pyg("Coauthor", "root='DATA_DIR/Coauthor', name='Physics'") + _luo_split("coauthor-physics"), shape=(5, 8415), homophilic=True)
 class CoauthorPhysicsDataset(NodeDatasetConfig):
     """Coauthor-Physics (PyG Coauthor), Luo et al.'s fixed split."""
 
 
 @_node("amazon-computer", "Amazon-Computers", ("amazon", "Computers"),
        ("Amazon/Computers/raw/amazon_electronics_computers.npz", "amazon-computer_split.npz"),
-       _pyg("Amazon", "name='Computers', root=data_dir/Amazon") + _luo_split("amazon-computer"), shape=(10, 767), homophilic=True)
+       _pyg("Amazon", "root='DATA_DIR/Amazon', name='Computers'") + _luo_split("amazon-computer"), shape=(10, 767), homophilic=True)
 class AmazonComputersDataset(NodeDatasetConfig):
     """Amazon-Computers (PyG Amazon), Luo et al.'s fixed split."""
 
 
 @_node("amazon-photo", "Amazon-Photo", ("amazon", "Photo"),
        ("Amazon/Photo/raw/amazon_electronics_photo.npz", "amazon-photo_split.npz"),
-       _pyg("Amazon", "name='Photo', root=data_dir/Amazon") + _luo_split("amazon-photo"), shape=(8, 745), homophilic=True)
+       _pyg("Amazon", "root='DATA_DIR/Amazon', name='Photo'") + _luo_split("amazon-photo"), shape=(8, 745), homophilic=True)
 class AmazonPhotoDataset(NodeDatasetConfig):
     """Amazon-Photo (PyG Amazon), Luo et al.'s fixed split."""
 
 
 @_node("amazon-ratings", "Amazon-Ratings", ("heterophilous", "Amazon-ratings"), ("amazon_ratings/raw/amazon_ratings.npz",),
-       "get amazon_ratings.npz " + _HETERO.format(f="amazon_ratings.npz", n="Amazon-ratings")
-       + " into data_dir/amazon_ratings/raw/", shape=(5, 300), homophilic=False)
+       "get amazon_ratings.npz " + _HETERO.format(f="amazon_ratings.npz", n="Amazon-ratings", d="amazon_ratings"), shape=(5, 300), homophilic=False)
 class AmazonRatingsDataset(NodeDatasetConfig):
     """Amazon-Ratings (PyG HeterophilousGraphDataset), its 10 splits."""
 
 
 @_node("roman-empire", "Roman-Empire", ("heterophilous", "Roman-empire"), ("roman_empire/raw/roman_empire.npz",),
-       "get roman_empire.npz " + _HETERO.format(f="roman_empire.npz", n="Roman-empire")
-       + " into data_dir/roman_empire/raw/", shape=(18, 300), homophilic=False)
+       "get roman_empire.npz " + _HETERO.format(f="roman_empire.npz", n="Roman-empire", d="roman_empire"), shape=(18, 300), homophilic=False)
 class RomanEmpireDataset(NodeDatasetConfig):
     """Roman-Empire (PyG HeterophilousGraphDataset), its 10 splits."""
 
 
 @_node("minesweeper", "Minesweeper", ("heterophilous", "Minesweeper"), ("minesweeper/raw/minesweeper.npz",),
-       "get minesweeper.npz " + _HETERO.format(f="minesweeper.npz", n="Minesweeper")
-       + " into data_dir/minesweeper/raw/", shape=(2, 7), homophilic=False, metric="rocauc")
+       "get minesweeper.npz " + _HETERO.format(f="minesweeper.npz", n="Minesweeper", d="minesweeper"), shape=(2, 7), homophilic=False, metric="rocauc")
 class MinesweeperDataset(NodeDatasetConfig):
     """Minesweeper (PyG HeterophilousGraphDataset), its 10 splits; ROC-AUC as Luo et al."""
 
