@@ -6,6 +6,8 @@
     python sweep.py experiment=quickstart --launcher slurm --partition cpu --gpus-per-node 0 --cpus-per-task 4
     python sweep.py --search ham_optuna experiment=quickstart --trials 20     # configs/hparams_search/
     python sweep.py --table proxy --seeds 0 1 2 3 4 --report-dir results/proxy   # the CPU proxy study (time: README)
+    python sweep.py --table table10 --seeds 0 1 2 data_dir=/datasets/graphs      # node classification, Tables 10-15
+    python sweep.py --table node_proxy --seeds 0 1 2 3 4 --report-dir results/node_proxy   # its CPU proxy (SBM)
     python sweep.py --collect runs/sweeps/<name>          # table (results.md, runs.csv) + grid.png
 
 Positional arguments are train.py overrides shared by every job. Each block of jobs is one
@@ -61,8 +63,11 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="grid of ham.beta values (default: %(default)s; a single value gives a 1-D grid)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of every cell (default: %(default)s)")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--table", choices=["table2", "table3", "table7", "table8", "proxy"],
-                      help="run one of the paper's tables instead of an alpha/beta grid")
+    what.add_argument("--table", choices=["table2", "table3", "table7", "table8", "proxy", "table10", "table11",
+                                          "table13", "table14", "node_grid", "node_proxy"],
+                      help="run one of the paper's tables instead of an alpha/beta grid (node classification: "
+                           "table10/11 HAM vs baseline, table13/14 + nHAM, node_grid the alpha/beta tuning, "
+                           "node_proxy the CPU study)")
     what.add_argument("--search", metavar="NAME", help="a configs/hparams_search/NAME.yaml search (e.g. ham_optuna)")
     p.add_argument("--trials", type=positive_int, help="--search: number of trials (default: the search config's)")
     p.add_argument("--proxy-sparsity", type=float, default=0.95, help="--table proxy: the sparse rows' sparsity")
@@ -73,7 +78,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     SlurmOptions.add_arguments(p)
     p.add_argument("--dry-run", action="store_true", help="check every job, print the commands and exit")
     p.add_argument("--collect", metavar="SWEEP_DIR", help="only collect results of an existing sweep")
-    p.add_argument("--metric", default="val/top1")
+    p.add_argument("--metric", default=None, help="summary key the tables report (default: val/top1; node "
+                                                  "tables: val/best, the best validation metric, as the paper)")
     p.add_argument("--report-dir", type=Path, help="also copy results.md, runs.csv and plots here "
                                                    "(e.g. results/proxy)")
     overrides, rest = split_overrides(p, argv)

@@ -175,8 +175,9 @@ def job_recap(sweep_dir: Path, since: float) -> list[str]:
         status, s, error = job_status(job)
         if status == "done":
             when = "already finished (skipped)" if (job / "summary.json").stat().st_mtime < since - 1 else "finished"
-            top1 = s.get("val/top1")
-            shown = f"val/top1 {top1:.2f}" if isinstance(top1, (int, float)) else "no val/top1"
+            key = "val/top1" if "val/top1" in s or "val/best" not in s else "val/best"  # node tasks: val/best
+            top1 = s.get(key)
+            shown = f"{key} {top1:.2f}" if isinstance(top1, (int, float)) else f"no {key}"
             lines.append(f"{job.name}: {when}, {shown}, {s.get('steps', '?')} steps")
         elif status == "failed":
             lines.append(f"{job.name}: failed: {error}")

@@ -191,6 +191,7 @@ def validate(cfg: DictConfig, *, world_size: int = 1, run_dir: Path | None = Non
     from ham import schema
 
     schema.check(cfg)
+    check_components(cfg, world_size)
     gbs = cfg.trainer.global_batch_size
     if gbs % world_size:
         raise ConfigError(f"trainer.global_batch_size={gbs} is not divisible by the world size {world_size}; "
@@ -200,6 +201,29 @@ def validate(cfg: DictConfig, *, world_size: int = 1, run_dir: Path | None = Non
     elif cfg.dataset.loader == "ffcv":
         _check_ffcv_installed()
     check_resume(cfg, run_dir)
+
+
+def check_components(cfg: DictConfig, world_size: int = 1) -> None:
+    """What the declarations' facts say about each other: the extra a component needs is installed, graph models
+    take graph datasets (and only those), a full-batch task runs on one process."""
+    from ham import registry
+    from ham.extras import missing_message
+
+    for group in ("model", "dataset", "optimizer", "sparsifier"):
+        name = cfg[group].name
+        extra = registry.fact(group, name, "extra")
+        problem = missing_message(extra, f"{group}={name}") if extra else None
+        if problem:
+            raise ConfigError(problem)
+    model, data = cfg.model.name, cfg.dataset.name
+    graph_model, graph_data = registry.fact("model", model, "graph", False), registry.fact("dataset", data, "graph", False)
+    if graph_model != graph_data:
+        fitting = [n for n, d in registry.declarations("model").items() if d.facts.get("graph", False) == graph_data]
+        raise ConfigError(f"model={model} does not take the inputs of dataset={data} ({'graphs' if graph_data else 'images'}); "
+                          f"allowed: model={'|'.join(fitting)}")
+    if world_size > 1 and registry.fact("dataset", data, "single_process", False):
+        raise ConfigError(f"dataset={data} trains full batch on one process, not {world_size}; allowed: python "
+                          f"train.py (no torchrun, trainer world size 1)")
 
 
 def check_machine(cfg: DictConfig, *, world_size: int = 1) -> None:

@@ -13,6 +13,7 @@ EXTRAS = {
     "slurm": ("hydra_plugins.hydra_submitit_launcher", "Hydra's submitit launcher (SLURM, local DDP jobs)"),
     "hpo": ("hydra_plugins.hydra_optuna_sweeper", "Hydra's Optuna sweeper"),
     "ffcv": ("ffcv", "the ffcv data pipeline"),
+    "graph": ("torch_geometric", "PyTorch Geometric (node classification: dataset=sbm|cora|..., model=gcn|gat|...)"),
 }
 # Hydra config group options that only exist with an extra installed
 PLUGIN_OPTIONS = {
@@ -46,3 +47,12 @@ def missing_message(extra: str, what: str) -> str | None:
 def missing_for_option(group: str, option: str) -> str | None:
     extra = PLUGIN_OPTIONS.get((group, option))
     return missing_message(extra, f"{group}={option}") if extra else None
+
+
+def require(extra: str, what: str) -> None:
+    """ConfigError (one line, exit 2) if `extra` is not installed."""
+    problem = missing_message(extra, what)
+    if problem:
+        from ham.errors import ConfigError
+
+        raise ConfigError(problem)

@@ -31,7 +31,30 @@ from ham.slurm import SlurmOptions
 from ham.train.threads import usable_cores
 
 PAPER_REFERENCE = REPO_ROOT / "results" / "paper_reference.json"
-TABLES = ("table2", "table3", "table7", "table8", "proxy")
+TABLES = ("table2", "table3", "table7", "table8", "proxy", "table10", "table11", "table13", "table14", "node_grid",
+          "node_proxy")
+# node classification (paper Tables 10-15): the datasets of each table, the models, and their presets
+NODE_HOMOPHILIC = ("cora", "citeseer", "pubmed", "wikics", "coauthor-cs", "coauthor-physics", "amazon-computer",
+                   "amazon-photo")
+NODE_HETEROPHILIC = ("amazon-ratings", "squirrel", "chameleon", "minesweeper", "roman-empire")
+NODE_MODELS = ("gcn", "gat", "sage")  # the paper's rows GCN, GAT, SAGE (Luo et al.'s GATConv)
+NODE_TABLES = {"table10": NODE_HOMOPHILIC, "table11": NODE_HETEROPHILIC, "table13": NODE_HOMOPHILIC,
+               "table14": NODE_HETEROPHILIC, "node_grid": NODE_HOMOPHILIC + NODE_HETEROPHILIC}
+NODE_GRID = ((1, 10, 100, 200), (0, 0.01, 0.1))  # the paper's tuning range (appendix D.4)
+NODE_PROXY_HAM = ((10.0, 0.01), (-10.0, 0.01))  # node_proxy: HAM and nHAM (alpha, beta), from the paper's grid
+# node_proxy's graphs: sparse, few labels, weak features, so that neither model saturates (GCN and SAGE at 100/100 %
+# on node_sbm's defaults); homophily 0.6 (homophilic) vs 0.25 (heterophilic)
+NODE_PROXY_GRAPH = ("dataset.options.homophily=0.6,0.25", "dataset.options.avg_degree=3",
+                    "dataset.options.feature_signal=0.5", "dataset.options.train_fraction=0.05")
+
+
+def default_metric(table: str | None) -> str:
+    """The metric a table reports: node tables the best validation metric (the paper's), others val/top1."""
+    return "val/best" if table in NODE_TABLES or table == "node_proxy" else "val/top1"
+
+
+def node_presets(datasets: Iterable[str]) -> list[str]:
+    return [f"node/{d}_{m}" for d in datasets for m in NODE_MODELS]
 
 
 def fmt(v: Any) -> str:
@@ -78,6 +101,26 @@ def table_blocks(table: str, seeds: Iterable[int], proxy_sparsity: float = 0.95)
         return [Block(["experiment=proxy_digits", "sparsifier=dense", "ham=off,quickstart", s]),
                 Block(["experiment=proxy_digits", "sparsifier=random,acdc,rigl,str,signin",
                        f"sparsifier.sparsity={fmt(proxy_sparsity)}", "ham=off,quickstart", s])]
+    if table in NODE_TABLES:  # every preset (configs/experiment/node/) with its Table 12 alpha/beta, and baseline
+        presets = ",".join(node_presets(NODE_TABLES[table]))
+        base = Block([f"experiment={presets}", "ham.alpha=0", "ham.beta=0", s])
+        if table == "node_grid":  # the paper's tuning: every (alpha, beta) of its range
+            return [base, Block([f"experiment={presets}", f"ham.alpha={values(NODE_GRID[0])}",
+                                 f"ham.beta={values(NODE_GRID[1])}", s])]
+        blocks = [base, Block([f"experiment={presets}", s])]
+        if table in ("table13", "table14"):  # + nHAM with Table 15's alpha < 0, beta per dataset and model
+            nham = json.loads(PAPER_REFERENCE.read_text())["table15_node_best_alpha_beta_nham"]
+            for d in NODE_TABLES[table]:
+                for m in NODE_MODELS:
+                    a, b = nham[d][registry.get("model", m).label]
+                    blocks.append(Block([f"experiment=node/{d}_{m}", f"ham.alpha={fmt(float(a))}",
+                                         f"ham.beta={fmt(float(b))}", s]))
+        return blocks
+    if table == "node_proxy":  # CPU-scale: SBM graphs, homophilic and heterophilic, baseline vs HAM vs nHAM
+        cells = "model=gcn,sage", *NODE_PROXY_GRAPH
+        return [Block(["experiment=node_sbm", *cells, "ham.alpha=0", "ham.beta=0", s]),
+                *(Block(["experiment=node_sbm", *cells, f"ham.alpha={fmt(a)}", f"ham.beta={fmt(b)}", s])
+                  for a, b in NODE_PROXY_HAM)]
     raise ValueError(f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
 
 
@@ -109,6 +152,16 @@ def cell_of(table: str | None, cfg: dict[str, Any]) -> tuple[str, str]:
         return row, f"s={fmt(sp['sparsity'])}"
     if table == "table8":
         return "ImageNet+DeiT Small", "AdamW + HAM" if ham_on else "AdamW"
+    if table in ("table10", "table11", "table13", "table14"):  # the paper's rows (GCN, GCN+HAM, ...), columns
+        arm = "" if not ham_on else "+nHAM" if alpha < 0 else "+HAM"
+        return registry.get("model", cfg["model"]["name"]).label + arm, cfg["dataset"]["name"]
+    if table == "node_grid":
+        return (f"{cfg['dataset']['name']} {registry.get('model', cfg['model']['name']).label}",
+                "Baseline" if not ham_on else f"alpha={fmt(alpha)},beta={fmt(beta)}")
+    if table == "node_proxy":
+        kind = "homophilic" if cfg["dataset"]["options"]["homophily"] >= 0.5 else "heterophilic"
+        row = f"{registry.get('model', cfg['model']['name']).label} {kind}"
+        return row, "baseline" if not ham_on else "nHAM" if alpha < 0 else "HAM"
     if table == "proxy":
         sp = cfg["sparsifier"]
         row = _label(sp["name"]) + (f" s={fmt(sp['sparsity'])}" if sp.get("sparsity") else "")
@@ -241,7 +294,9 @@ def _forward_stop_signals():
 
 # ---------------------------------------------------------------- collect
 _TABLE_KEY = {"table2": "table2_resnet50_imagenet_dense", "table3": "table3_resnet50_imagenet_sparse",
-              "table7": "table7_resnet18_cifar100_dense", "table8": "table8_deit_small_imagenet"}
+              "table7": "table7_resnet18_cifar100_dense", "table8": "table8_deit_small_imagenet",
+              "table10": "table10_node_homophilic", "table11": "table11_node_heterophilic",
+              "table13": "table13_node_homophilic_nham", "table14": "table14_node_heterophilic_nham"}
 
 
 def paper_value(table: str | None, row: str, col: str) -> tuple[float, float | None] | None:
@@ -288,7 +343,8 @@ def load_runs(sweep_dir: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         row["status"], s, error = job_status(job)
         if row["status"] == "done":
             row.update({k: s.get(k) for k in ("val/top1", "val/top5", "val/loss", "train/loss", "sparsity",
-                                              "train/l1_norm", "wall_time_s", "steps")})
+                                              "train/l1_norm", "wall_time_s", "steps", "val/best",
+                                              "test/at_best_val")})
             run = s.get("provenance") or {}
             row.update({"threads": run.get("threads"), "commit": run.get("commit")})
         elif row["status"] == "failed":
@@ -340,10 +396,12 @@ def provenance_line(manifest: dict[str, Any], rows: list[dict[str, Any]]) -> str
                if len(commits) > 1 else "") + ".")
 
 
-def write_reports(sweep_dir: Path, metric: str = "val/top1") -> str:
+def write_reports(sweep_dir: Path, metric: str | None = None) -> str:
     """results.md (per cell: mean ± std and n, the paper's number where it has one, failed/unfinished runs
-    marked), runs.csv (every run), grid.png (alpha x beta) for grids and searches."""
+    marked), runs.csv (every run), grid.png (alpha x beta) for grids and searches. metric None: the table's own
+    (default_metric)."""
     manifest, rows = load_runs(sweep_dir)
+    metric = metric or default_metric(manifest.get("table"))
     with open(sweep_dir / "runs.csv", "w", newline="") as f:
         cols = sorted({k for r in rows for k in r})
         w = csv.DictWriter(f, fieldnames=cols)
@@ -379,39 +437,45 @@ def write_reports(sweep_dir: Path, metric: str = "val/top1") -> str:
             lines.append(f"- unfinished: {', '.join(unfinished[:5])}" + (" ..." if len(unfinished) > 5 else ""))
     if table == "proxy":
         lines += ["", *paired_table(rows, metric)]
+    if table == "node_proxy":
+        for arm in ("HAM", "nHAM"):
+            lines += ["", *paired_table(rows, metric, arm=arm)]
     lines += ["", provenance_line(manifest, rows)]
     text = "\n".join(lines)
     (sweep_dir / "results.md").write_text(text + "\n")
     if not table and any(a["mean"] is not None for a in agg):
         plot_alpha_beta(agg, sweep_dir / "grid.png", metric, title=f"{sweep_dir.name}: {metric}")
-    if table == "proxy" and agg:
+    if table in ("proxy", "node_proxy") and agg:
         plot_paired(rows, sweep_dir / "proxy.png", metric, title=f"{sweep_dir.name}: {metric}")
     return text
 
 
-def paired_differences(rows: list[dict[str, Any]], metric: str) -> dict[str, list[tuple[int, float, float]]]:
-    """row -> [(seed, baseline, HAM)] for the seeds that have both runs finished."""
+def paired_differences(rows: list[dict[str, Any]], metric: str,
+                       arm: str = "HAM") -> dict[str, list[tuple[int, float, float]]]:
+    """row -> [(seed, baseline, arm)] for the seeds that have both runs finished (arm: HAM, or nHAM)."""
     by: dict[tuple[str, int], dict[str, float]] = {}
     for r in rows:
         if r.get(metric) is not None:
             by.setdefault((r["row"], r["seed"]), {})[r["col"]] = float(r[metric])
     out: dict[str, list[tuple[int, float, float]]] = {}
     for (row, seed), cols in sorted(by.items()):
-        if {"baseline", "HAM"} <= set(cols):
-            out.setdefault(row, []).append((seed, cols["baseline"], cols["HAM"]))
+        if {"baseline", arm} <= set(cols):
+            out.setdefault(row, []).append((seed, cols["baseline"], cols[arm]))
     return out
 
 
-def paired_table(rows: list[dict[str, Any]], metric: str) -> list[str]:
-    """Per row: baseline and HAM mean ± std over seeds, the paired difference, HAM's wins, and a one-sided
-    paired t-test of "HAM improves this row" (scipy), with Holm's correction for testing every row at once."""
+def paired_table(rows: list[dict[str, Any]], metric: str, arm: str = "HAM") -> list[str]:
+    """Per row: baseline and HAM (or `arm`) mean ± std over seeds, the paired difference, HAM's wins, and a
+    one-sided paired t-test of "HAM improves this row" (scipy), with Holm's correction for testing every row at
+    once."""
     from scipy import stats
 
-    lines = [f"Paired by seed ({metric}; one-sided paired t-test, H1: HAM > baseline; p (Holm): corrected for the "
+    lines = [f"Paired by seed ({metric}; one-sided paired t-test, H1: {arm} > baseline; p (Holm): corrected for the "
              f"number of rows tested)", "",
-             "| row | baseline | HAM | HAM - baseline | HAM wins | p | p (Holm) |", "|---|---|---|---|---|---|---|"]
+             f"| row | baseline | {arm} | {arm} - baseline | {arm} wins | p | p (Holm) |",
+             "|---|---|---|---|---|---|---|"]
     cells = []
-    for row, triples in paired_differences(rows, metric).items():
+    for row, triples in paired_differences(rows, metric, arm).items():
         base = [b for _, b, _ in triples]
         ham = [h for _, _, h in triples]
         diff = [h - b for b, h in zip(base, ham)]

@@ -33,9 +33,18 @@ def test_presets_exist():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_preset_composes_with_every_group_option(experiment):
+    base = _composed(f"experiment={experiment}")
     for group in SWAPPABLE:
         for option in group_options(group):
             overrides = [f"experiment={experiment}", f"{group}={option}"]
+            if group in ("model", "dataset"):
+                names = {"model": base.model.name, "dataset": base.dataset.name, group: option}
+                if registry.fact("model", names["model"], "graph", False) != registry.fact(
+                        "dataset", names["dataset"], "graph", False):
+                    # graph models take graph datasets only (and image models images): one line, before anything
+                    with pytest.raises(ConfigError):
+                        validate(_composed(*overrides), check_data=False)
+                    continue
             if experiment == "imagenet_deit_small_full" and group == "dataset" and option != "imagenet":
                 # the preset's RandAugment/random-erasing options exist only for ImageNet
                 with pytest.raises(ConfigError, match=f"dataset.options.auto_augment is not a config key; keys of "

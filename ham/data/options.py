@@ -218,3 +218,7 @@ class SyntheticDataset(DatasetConfig):
     def train_size_at_least(cls, data_dir, options, need):
         return int(options.get("train_size", 256))
     options: SyntheticOptions = opt(SyntheticOptions())
+
+
+# the node-classification graphs (task=node), declared in their own file
+from ham.data import node_options  # noqa: E402,F401

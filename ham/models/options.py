@@ -72,3 +72,7 @@ class SmallCNNModel(ModelConfig):
 class MLPModel(ModelConfig):
     """An MLP with two hidden layers (tests)."""
     kwargs: NoKwargs = opt(NoKwargs())
+
+
+# the graph neural networks (node classification), declared in their own file
+from ham.models import graph_options  # noqa: E402,F401

@@ -52,6 +52,20 @@ def build_param_groups(
     return groups + [dict(g) for g in overrides if g["params"]]
 
 
+def restrict_ham(groups: list[dict[str, Any]], ham_params: Iterable[torch.Tensor]) -> list[dict[str, Any]]:
+    """Each group split in two: the tensors of `ham_params` with ham=True (every one stepped, biases and attention
+    vectors included), the rest with ham=False (never stepped); each keeps its group's other settings. Empty
+    halves are dropped."""
+    chosen = {id(p) for p in ham_params}
+    out = []
+    for g in groups:
+        for flag in (True, False):
+            params = [p for p in g["params"] if (id(p) in chosen) == flag]
+            if params:
+                out.append({**g, "params": params, "ham": flag})
+    return out
+
+
 NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
 
 
@@ -98,12 +112,16 @@ def build_base_optimizer(groups: list[dict[str, Any]], cfg: Mapping[str, Any]) -
 
 
 def build_optimizer(model: nn.Module, opt_cfg: Mapping[str, Any], ham_cfg: Mapping[str, Any],
-                    overrides: list[dict[str, Any]] = (), no_decay_names: Iterable[str] = ()) -> HAM:
-    """Always returns a HAM wrapper (alpha = beta = 0 makes it the plain base optimizer, at no cost)."""
+                    overrides: list[dict[str, Any]] = (), no_decay_names: Iterable[str] = (),
+                    ham_params: Iterable[torch.Tensor] | None = None) -> HAM:
+    """Always returns a HAM wrapper (alpha = beta = 0 makes it the plain base optimizer, at no cost).
+    ham_params: exactly the tensors HAM steps (restrict_ham); None: the ndim rule / ham.step_biases."""
     groups = build_param_groups(model, weight_decay=opt_cfg["weight_decay"],
                                 no_weight_decay_1d=opt_cfg.get("no_weight_decay_1d", True),
                                 no_decay_names=no_decay_names, overrides=list(overrides),
                                 ham_biases=ham_cfg.get("step_biases", False))
+    if ham_params is not None:
+        groups = restrict_ham(groups, ham_params)
     base = build_base_optimizer(groups, opt_cfg)
     # every other key of the ham group is a HAM argument (defaults: HAM's own)
     return HAM(base, **{k: v for k, v in ham_cfg.items() if k != "step_biases"})

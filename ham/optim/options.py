@@ -46,3 +46,14 @@ class AdamWConfig(OptimizerConfig):
     def cross_check(cls, node, root, path):
         if len(node.betas) != 2:
             raise ConfigError(f"{path}.betas={list(node.betas)} is not allowed; it must be two numbers in [0, 1)")
+
+
+@declare("optimizer", "adam", build="torch.optim:Adam", label="Adam")
+class AdamConfig(OptimizerConfig):
+    """torch.optim.Adam (L2 weight decay added to the gradient: Luo et al.'s node classification)."""
+    betas: List[float] = opt([0.9, 0.999], ge=0, lt=1, each=True)
+    eps: float = opt(1e-8, gt=0)
+
+    @classmethod
+    def cross_check(cls, node, root, path):
+        AdamWConfig.cross_check(node, root, path)

@@ -1,6 +1,6 @@
 """A run built from its config: the only trainer code that reads the config.
 
-    build_run(cfg, env) -> Run: data -> model -> sparsifier.setup -> optimizer (HAM around base / SAM) ->
+    build_run(cfg, env) -> Run: the dataset's task (ham/tasks) -> its data -> model -> sparsifier.setup -> optimizer (HAM around base / SAM) ->
                                scheduler -> DDP / compile -> the step (ham/train/step.py), plus the loop's settings
 
 The loop (ham/train/loop.py), the checkpoint state (ham/train/state.py) and the step see plain objects and values.
@@ -19,9 +19,7 @@ from torch import nn
 from ham import registry
 from ham.config import config_hash
 from ham.provenance import provenance
-from ham.data.datasets import DatasetInfo, build_datasets
-from ham.data.ffcv_loader import build_ffcv_loaders
-from ham.data.loader import build_loader
+from ham.data.datasets import DatasetInfo
 from ham.models import build_model
 from ham.optim.factory import StepSchedule, build_optimizer, build_scheduler
 from ham.sparse.base import Sparsifier, TrainSchedule
@@ -29,7 +27,8 @@ from ham.sparse.options import source_defaults
 from ham.sparse.registry import build_sparsifier
 from ham.train.distributed import DDP_OPTIONS, DistEnv
 from ham.train.step import TrainStep
-from ham.train.threads import apply_threads, choose_workers
+from ham.tasks import task_for
+from ham.train.threads import apply_threads
 
 @dataclass(frozen=True)
 class Settings:
@@ -64,8 +63,10 @@ class Run:
     data_info: DatasetInfo
     channels_last: bool
     settings: Settings
+    task: Any = None  # ham/tasks: the data's task (evaluation, best-so-far metrics, checkpoint cadence)
 
-    def to_device(self, images: torch.Tensor, targets: torch.Tensor, device: torch.device):
+    def to_device(self, images: Any, targets: torch.Tensor, device: torch.device):
+        """A batch to the device: images (or the task's model input, e.g. a graph: anything with .to) and targets."""
         images = images.to(device, non_blocking=True)
         targets = targets.to(device, non_blocking=True)
         if self.channels_last:
@@ -87,17 +88,9 @@ def build_run(cfg: DictConfig, env: DistEnv) -> Run:
     channels_last = (t.channels_last is True or (t.channels_last == "auto" and env.device.type == "cuda"
                                                  and model_facts.get("channels_last", False)))
     eval_batch = t.eval_batch_size or per_rank_batch
-    if ds.loader == "ffcv":  # data_dir's .beton files; uint8 to the device, normalised there
-        train_loader, val_loader, data_info = build_ffcv_loaders(
-            cfg, env, per_rank_batch=per_rank_batch, eval_batch=eval_batch, channels_last=channels_last)
-    else:
-        train_ds, val_ds, data_info = build_datasets(
-            ds.name, cfg.data_dir, img_size=ds.img_size, augment=ds.augment, download=ds.download,
-            smoke_images=ds.smoke_images, **OmegaConf.to_container(ds.options, resolve=True))
-        common = dict(seed=cfg.seed, rank=env.rank, world_size=env.world_size,
-                      num_workers=choose_workers(t.num_workers, env.world_size), pin_memory=env.device.type == "cuda", backend=ds.loader)
-        train_loader = build_loader(train_ds, batch_size=per_rank_batch, train=True, drop_last=True, **common)
-        val_loader = build_loader(val_ds, batch_size=eval_batch, train=False, drop_last=False, **common)
+    task = task_for(ds.name)  # the dataset's task (ham/tasks): its data, its evaluation
+    train_loader, val_loader, data_info = task.data(cfg, env, per_rank_batch=per_rank_batch, eval_batch=eval_batch,
+                                                    channels_last=channels_last)
     steps_per_epoch = len(train_loader)
     if steps_per_epoch == 0:
         raise ValueError(f"trainer.global_batch_size={t.global_batch_size} is larger than the training set "
@@ -121,9 +114,12 @@ def build_run(cfg: DictConfig, env: DistEnv) -> Run:
     sparsifier.setup(model, TrainSchedule(epochs=t.epochs, steps_per_epoch=steps_per_epoch,
                                           global_batch_size=t.global_batch_size))
 
+    # a model with the fact ham_only names the tensors HAM steps (model.ham_parameters(); GNNs: the convolutions)
+    ham_params = model.ham_parameters() if model_facts.get("ham_only") else None
     optimizer = build_optimizer(model, OmegaConf.to_container(cfg.optimizer, resolve=True),
                                 OmegaConf.to_container(cfg.ham, resolve=True),
-                                overrides=sparsifier.param_group_overrides(), no_decay_names=model_facts.get("no_decay_names", ()))
+                                overrides=sparsifier.param_group_overrides(), no_decay_names=model_facts.get("no_decay_names", ()),
+                                ham_params=ham_params)
     scheduler = build_scheduler(optimizer, OmegaConf.to_container(cfg.schedule, resolve=True),
                                 total_steps=total_steps, steps_per_epoch=steps_per_epoch)
     sparsifier.attach_optimizer(optimizer)
@@ -163,4 +159,4 @@ def build_run(cfg: DictConfig, env: DistEnv) -> Run:
         provenance=provenance(threads=torch.get_num_threads()))
     return Run(model=model, optimizer=optimizer, scheduler=scheduler, sparsifier=sparsifier, step=step,
                train_loader=train_loader, val_loader=val_loader, data_info=data_info, channels_last=channels_last,
-               settings=settings)
+               settings=settings, task=task)

@@ -24,7 +24,6 @@ from ham.errors import Preempted
 from ham.sparse.masks import sparsity_report
 from ham.train.build import Run, build_run
 from ham.train.distributed import AsyncAgreement, DistEnv
-from ham.train.evaluate import evaluate
 from ham.train.io import atomic_torch_save, atomic_write_text
 from ham.train.metrics import l1_norm
 from ham.train.plots import plot_curves, plot_layer_sparsity
@@ -68,7 +67,7 @@ def fit(run: Run, run_dir: Path, env: DistEnv) -> dict[str, Any]:
             for images, targets in run.train_loader:
                 images, targets = run.to_device(images, targets, env.device)
                 loss = run.step(images, targets, p.step)
-                interval.add(loss, images.shape[0])
+                interval.add(loss, targets.shape[0])
                 state.loss_not_finite |= ~torch.isfinite(loss)
                 p.step += 1
                 p.batch_in_epoch += 1
@@ -92,7 +91,8 @@ def fit(run: Run, run_dir: Path, env: DistEnv) -> dict[str, Any]:
                 p.batch_in_epoch = 0
                 if p.epoch % s.eval_every_epochs == 0 or p.epoch == s.epochs:
                     evaluate_and_log(run, state, sinks, env)
-                state.save()
+                if run.task.save_every_epoch or p.step % s.checkpoint_every_steps == 0:
+                    state.save()
     finally:
         bar.close()
     wall = state.wall_time()
@@ -191,15 +191,15 @@ def run_evaluation(run: Run, env: DistEnv) -> dict[str, float]:
     sync_buffers(run.model, env)
     run.model.eval()
     try:
-        return evaluate(run.model, run.val_loader, env.device, autocast=run.step.autocast,
-                        channels_last=run.channels_last, flip=run.val_loader.test_time_flip)
+        return run.task.evaluate(run.model, run.val_loader, env.device, autocast=run.step.autocast,
+                                 channels_last=run.channels_last)
     finally:
         run.model.train()
 
 
 def evaluate_and_log(run: Run, state: TrainState, sinks: MultiSink, env: DistEnv) -> dict[str, float]:
-    val = run_evaluation(run, env)
     step = state.progress.step
+    val = run.task.track_best(run_evaluation(run, env), state.history, step)
     state.history["last_eval"] = {"step": step, **val}
     sinks.log({"step": step, "epoch": float(state.progress.epoch), **val}, step=step)
     return val
