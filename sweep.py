@@ -181,7 +181,7 @@ def main(argv: list[str]) -> int:
         return 2
     name = args.name or sweep.sweep_name(args.table, args.search, blocks, extra)
     if args.parallel > 1 and args.launcher == "local":  # after naming: the same sweep with or without --parallel
-        blocks = sweep.split_by_seed(blocks)
+        blocks = sweep.split_for_parallel(blocks)
     sweep_dir = Path(args.root) / name
     if args.dry_run:
         for block in blocks:

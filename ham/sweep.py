@@ -128,16 +128,20 @@ def missing_str_cells(table: str, str_decay: dict[float, tuple[float, float]] | 
     return [t for t in (0.8, 0.9, 0.95) if t not in {**STR_PUBLISHED, **(str_decay or {})}]
 
 
-def split_by_seed(blocks: list[Block]) -> list[Block]:
-    """One block per seed (the same jobs, so the same run directories): blocks that can run side by side."""
+def split_for_parallel(blocks: list[Block]) -> list[Block]:
+    """Blocks that can run side by side, the same jobs (so the same run directories): each block split along its
+    seeds, or, with one seed, along its longest list of values."""
     out = []
     for b in blocks:
-        seeds = [o for o in b.overrides if o.startswith("seed=")]
-        if len(seeds) != 1 or "," not in seeds[0]:
+        lists = [o for o in b.overrides if "=" in o and "," in o.split("=", 1)[1]]
+        seeds = [o for o in lists if o.startswith("seed=")]
+        axis = seeds[0] if seeds else max(lists, key=lambda o: o.count(","), default=None)
+        if axis is None:
             out.append(b)
             continue
-        for v in seeds[0].split("=", 1)[1].split(","):
-            out.append(Block([o if o != seeds[0] else f"seed={v}" for o in b.overrides]))
+        key, vals = axis.split("=", 1)
+        for v in vals.split(","):
+            out.append(Block([o if o != axis else f"{key}={v}" for o in b.overrides]))
     return out
 
 

@@ -36,7 +36,11 @@ def test_proxy_mnist_preset_and_table_jobs_validate():
     # dense, 4 sparsifiers x 2 targets, STR 2 targets, SAM, ViT: 13 rows x 2 arms
     assert sweep.check_jobs(blocks, ["trainer.max_steps=2"], check_data=True) == 26
     assert all(d is not None for d in sweep.PROXY_MNIST_STR_DECAY.values())  # calibrated, not left open
-    assert len(sweep.split_by_seed(sweep.table_blocks("proxy_mnist", [0, 1, 2]))) == 3 * len(blocks)
+    assert len(sweep.split_for_parallel(sweep.table_blocks("proxy_mnist", [0, 1, 2]))) == 3 * len(blocks)
+    one_seed = sweep.table_blocks("str_decay", [100], decays=[1e-3, 2e-3, 4e-3], hams=["off", "default"])
+    split = sweep.split_for_parallel(one_seed)  # one seed: along the longest list (the decays)
+    assert [b.overrides[3] for b in split] == [f"sparsifier.threshold_weight_decay={d}" for d in (0.001, 0.002, 0.004)]
+    assert sorted(map(tuple, (j for b in split for j in b.jobs()))) == sorted(map(tuple, one_seed[0].jobs()))
 
 
 def test_str_defaults_to_the_published_method_and_ours_is_named():
