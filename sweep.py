@@ -52,14 +52,15 @@ def split_overrides(p: argparse.ArgumentParser, argv: list[str]) -> tuple[list[s
     return overrides, rest
 
 
-def parse_str_decay(items: list[str]) -> dict[float, tuple[float, float]]:
-    """`0.8=1e-5` or `0.8=1e-5,-3200` -> {0.8: (s_init, decay)} (s_init default: the published -3200)."""
+def parse_str_decay(items: list[str]) -> dict[float, tuple[float | None, float]]:
+    """`0.8=1e-5` or `0.8=1e-5,-3200` -> {0.8: (s_init, decay)} (s_init None when not given: table3's published
+    -3200, proxy_mnist's preset value)."""
     out = {}
     for item in items:
         try:
             target, rest = item.split("=", 1)
             parts = rest.split(",")
-            decay, s_init = float(parts[0]), float(parts[1]) if len(parts) > 1 else -3200.0
+            decay, s_init = float(parts[0]), float(parts[1]) if len(parts) > 1 else None
             t = float(target)
         except (ValueError, IndexError):
             raise ValueError(f"{item!r} is not SPARSITY=DECAY[,S_INIT] (e.g. 0.8=1e-5)") from None
@@ -84,8 +85,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--trials", type=positive_int, help="--search: number of trials (default: the search config's)")
     p.add_argument("--proxy-sparsity", type=float, default=0.95, help="--table proxy: the sparse rows' sparsity")
     p.add_argument("--str-decay", nargs="+", default=[], metavar="SPARSITY=DECAY[,S_INIT]",
-                   help="--table table3: STR's threshold decay (and s_init, default -3200) for a target without a "
-                        "published pair (only 90 %% has one), e.g. 0.8=1e-5 0.95=4e-5; calibrate with --table str_decay")
+                   help="--table table3 / proxy_mnist: STR's threshold decay (and s_init; default: table3 the published "
+                        "-3200, proxy_mnist the preset's) per target without a published pair (table3: only 90 %% has "
+                        "one), e.g. 0.8=1e-5 0.95=4e-5; calibrate with --table str_decay")
     p.add_argument("--decays", type=float, nargs="+", default=[],
                    help="--table str_decay: the threshold weight decays to try (STR as published, one cell each)")
     p.add_argument("--hams", nargs="+", default=["off", "default"],
@@ -154,10 +156,10 @@ def main(argv: list[str]) -> int:
     if args.table:
         blocks = sweep.table_blocks(args.table, args.seeds, proxy_sparsity=args.proxy_sparsity,
                                     str_decay=str_decay, decays=args.decays, hams=args.hams)
+        exp = "imagenet_resnet50 sparsifier.s_init=-3200" if args.table == "table3" else args.table
         for target in sweep.missing_str_cells(args.table, str_decay):
             print(f"note: STR s={sweep.fmt(target)} is not run: no published (s_init, decay) pair for it; calibrate "
-                  f"with `python sweep.py --table str_decay experiment=imagenet_resnet50 sparsifier.sparsity="
-                  f"{sweep.fmt(target)} sparsifier.s_init=-3200 --decays ...` and pass --str-decay "
+                  f"with `python sweep.py --table str_decay experiment={exp} --decays ...` and pass --str-decay "
                   f"{sweep.fmt(target)}=DECAY", file=sys.stderr)
     elif args.search:
         blocks = [sweep.Block([f"hparams_search={args.search}", f"seed={sweep.values(args.seeds)}"])]
@@ -181,7 +183,7 @@ def main(argv: list[str]) -> int:
         return 2
     name = args.name or sweep.sweep_name(args.table, args.search, blocks, extra)
     if args.parallel > 1 and args.launcher == "local":  # after naming: the same sweep with or without --parallel
-        blocks = sweep.split_for_parallel(blocks)
+        blocks = sweep.split_for_parallel(blocks, args.parallel)
     sweep_dir = Path(args.root) / name
     if args.dry_run:
         for block in blocks:

@@ -37,12 +37,6 @@ TABLES = ("table2", "table3", "table7", "table8", "proxy", "proxy_mnist", "str_d
 # (s_init, threshold decay) pair found; the other targets' pairs are in the STR paper's appendix, not retrieved.
 STR_PUBLISHED = {0.9: (-3200.0, 2.251757813e-5)}
 
-# proxy_mnist: the thresholds' decay per (target, arm), read off the decay table at proxy scale on the pilot
-# seed 100 (results/proxy_mnist_str_decay; README): STR as published, calibrated the way STR users do.
-PROXY_MNIST_STR_DECAY = {(0.9, "off"): None, (0.9, "proxy_mnist"): None,
-                         (0.95, "off"): None, (0.95, "proxy_mnist"): None}
-
-
 def fmt(v: Any) -> str:
     return "null" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
@@ -70,12 +64,13 @@ def grid_blocks(base: list[str], alphas: Iterable[float], betas: Iterable[float]
 
 
 def table_blocks(table: str, seeds: Iterable[int], proxy_sparsity: float = 0.95,
-                 str_decay: dict[float, tuple[float, float]] | None = None, decays: Iterable[float] = (),
+                 str_decay: dict[float, tuple[float | None, float]] | None = None, decays: Iterable[float] = (),
                  hams: Iterable[str] = ("off", "default")) -> list[Block]:
     """The paper's tables as multiruns. HAM cells are alpha x beta products ({0, 200} x {0, beta}: the baseline
     is alpha = beta = 0, i.e. ham=off); Sign-In rows have no HAM variant in the paper. STR runs as published
     (mode: reference): a Table 3 STR cell needs its (s_init, threshold decay) pair, published (STR_PUBLISHED) or
-    given (`str_decay`, from `--str-decay`); cells without one are not run (see `missing_str_cells`)."""
+    given (`str_decay`, from `--str-decay`; s_init None: the published -3200); a proxy_mnist STR cell its decay
+    (s_init None: the preset's); cells without one are not run (see `missing_str_cells`)."""
     s = f"seed={values(seeds)}"
     if table == "table2":  # ResNet50 ImageNet dense: {100, 200 ep} x {SGD, SAM} x HAM cells
         return [Block(["experiment=imagenet_resnet50,imagenet_resnet50_200ep", "optimizer=sgd,sam",
@@ -86,6 +81,7 @@ def table_blocks(table: str, seeds: Iterable[int], proxy_sparsity: float = 0.95,
         sp = "sparsifier.sparsity=0.8,0.9,0.95"
         blocks = [Block(["experiment=imagenet_resnet50", "sparsifier=random,acdc,rigl", sp, "ham=off,default", s])]
         for target, (s_init, decay) in sorted({**STR_PUBLISHED, **(str_decay or {})}.items()):
+            s_init = STR_PUBLISHED[0.9][0] if s_init is None else s_init
             blocks.append(Block(["experiment=imagenet_resnet50", "sparsifier=str", f"sparsifier.sparsity={fmt(target)}",
                                  f"sparsifier.s_init={fmt(s_init)}", f"sparsifier.threshold_weight_decay={fmt(decay)}",
                                  "ham=off,default", s]))
@@ -107,9 +103,11 @@ def table_blocks(table: str, seeds: Iterable[int], proxy_sparsity: float = 0.95,
         blocks = [Block(["experiment=proxy_mnist", "sparsifier=dense", arms, s]),
                   Block(["experiment=proxy_mnist", "sparsifier=random,acdc,rigl,signin",
                          "sparsifier.sparsity=0.9,0.95", arms, s])]
-        for (target, ham), decay in sorted(PROXY_MNIST_STR_DECAY.items()):
+        # STR as published: one decay per target for both arms (calibrated with --table str_decay: README)
+        for target, (s_init, decay) in sorted((str_decay or {}).items()):
             blocks.append(Block(["experiment=proxy_mnist", "sparsifier=str", f"sparsifier.sparsity={fmt(target)}",
-                                 f"sparsifier.threshold_weight_decay={fmt(decay)}", f"ham={ham}", s]))
+                                 *([] if s_init is None else [f"sparsifier.s_init={fmt(s_init)}"]),
+                                 f"sparsifier.threshold_weight_decay={fmt(decay)}", arms, s]))
         blocks += [Block(["experiment=proxy_mnist", "sparsifier=dense", "optimizer=sam", arms, s]),  # Table 7
                    # Table 8: AdamW at the paper's lr 1e-3 / decay 0.1 (Table 6) and its alpha=200 (ham=default)
                    Block(["experiment=proxy_mnist", "sparsifier=dense", "model=vit_tiny", "optimizer=adamw",
@@ -121,27 +119,33 @@ def table_blocks(table: str, seeds: Iterable[int], proxy_sparsity: float = 0.95,
     raise ValueError(f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
 
 
-def missing_str_cells(table: str, str_decay: dict[float, tuple[float, float]] | None) -> list[float]:
-    """Table 3's STR targets with neither a published nor a given (s_init, decay) pair: not run."""
-    if table != "table3":
-        return []
-    return [t for t in (0.8, 0.9, 0.95) if t not in {**STR_PUBLISHED, **(str_decay or {})}]
+def missing_str_cells(table: str, str_decay: dict[float, tuple[float | None, float]] | None) -> list[float]:
+    """STR targets of a table with neither a published nor a given (s_init, decay) pair: not run."""
+    if table == "table3":
+        return [t for t in (0.8, 0.9, 0.95) if t not in {**STR_PUBLISHED, **(str_decay or {})}]
+    if table == "proxy_mnist":
+        return [t for t in (0.9, 0.95) if t not in (str_decay or {})]
+    return []
 
 
-def split_for_parallel(blocks: list[Block]) -> list[Block]:
-    """Blocks that can run side by side, the same jobs (so the same run directories): each block split along its
-    seeds, or, with one seed, along its longest list of values."""
+def split_for_parallel(blocks: list[Block], parts: int) -> list[Block]:
+    """Blocks that can run side by side, the same jobs (so the same run directories): each block split into up to
+    `parts` blocks along its seeds, or, with one seed, along its longest list of values (contiguous chunks: each
+    multirun pays the start-up once)."""
     out = []
     for b in blocks:
         lists = [o for o in b.overrides if "=" in o and "," in o.split("=", 1)[1]]
         seeds = [o for o in lists if o.startswith("seed=")]
         axis = seeds[0] if seeds else max(lists, key=lambda o: o.count(","), default=None)
-        if axis is None:
+        if axis is None or parts < 2:
             out.append(b)
             continue
         key, vals = axis.split("=", 1)
-        for v in vals.split(","):
-            out.append(Block([o if o != axis else f"{key}={v}" for o in b.overrides]))
+        vals = vals.split(",")
+        n = min(parts, len(vals))
+        bounds = [round(i * len(vals) / n) for i in range(n + 1)]
+        for lo, hi in zip(bounds, bounds[1:]):
+            out.append(Block([o if o != axis else f"{key}={','.join(vals[lo:hi])}" for o in b.overrides]))
     return out
 
 

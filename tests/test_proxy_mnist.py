@@ -32,13 +32,19 @@ def test_proxy_mnist_preset_and_table_jobs_validate():
 
     cfg = compose(["experiment=proxy_mnist"])
     assert (cfg.model.name, cfg.dataset.name, cfg.trainer.epochs, cfg.trainer.threads) == ("mnist_cnn", "mnist5k", 20, 1)
-    blocks = sweep.table_blocks("proxy_mnist", [0])
+    given = {0.9: (None, 2e-3), 0.95: (None, 3e-3)}  # decays as --str-decay gives them (calibrated: README)
+    blocks = sweep.table_blocks("proxy_mnist", [0], str_decay=given)
     # dense, 4 sparsifiers x 2 targets, STR 2 targets, SAM, ViT: 13 rows x 2 arms
     assert sweep.check_jobs(blocks, ["trainer.max_steps=2"], check_data=True) == 26
-    assert all(d is not None for d in sweep.PROXY_MNIST_STR_DECAY.values())  # calibrated, not left open
-    assert len(sweep.split_for_parallel(sweep.table_blocks("proxy_mnist", [0, 1, 2]))) == 3 * len(blocks)
+    assert ["experiment=proxy_mnist", "sparsifier=str", "sparsifier.sparsity=0.95",
+            "sparsifier.threshold_weight_decay=0.003", "ham=off,proxy_mnist", "seed=0"] in [b.overrides for b in blocks]
+    assert sweep.missing_str_cells("proxy_mnist", None) == [0.9, 0.95]
+    assert sweep.missing_str_cells("proxy_mnist", given) == []
+    split = sweep.split_for_parallel(sweep.table_blocks("proxy_mnist", [0, 1, 2, 3, 4], str_decay=given), 2)
+    assert len(split) == 2 * len(blocks)  # two contiguous seed chunks per block: start-up paid once per chunk
+    assert {o for b in split for o in b.overrides if o.startswith("seed=")} == {"seed=0,1", "seed=2,3,4"}
     one_seed = sweep.table_blocks("str_decay", [100], decays=[1e-3, 2e-3, 4e-3], hams=["off", "default"])
-    split = sweep.split_for_parallel(one_seed)  # one seed: along the longest list (the decays)
+    split = sweep.split_for_parallel(one_seed, 3)  # one seed: along the longest list (the decays)
     assert [b.overrides[3] for b in split] == [f"sparsifier.threshold_weight_decay={d}" for d in (0.001, 0.002, 0.004)]
     assert sorted(map(tuple, (j for b in split for j in b.jobs()))) == sorted(map(tuple, one_seed[0].jobs()))
 
@@ -66,7 +72,7 @@ def test_table3_runs_str_only_where_a_pair_is_published_or_given():
     import sweep as cli
 
     given = cli.parse_str_decay(["0.8=1e-5", "0.95=4e-5,-1000"])
-    assert given == {0.8: (-3200.0, 1e-5), 0.95: (-1000.0, 4e-5)}
+    assert given == {0.8: (None, 1e-5), 0.95: (-1000.0, 4e-5)}
     assert len([b for b in sweep.table_blocks("table3", [0], str_decay=given) if "sparsifier=str" in b.overrides]) == 3
     assert sweep.missing_str_cells("table3", given) == []
     with pytest.raises(ValueError):
@@ -82,7 +88,7 @@ def test_str_decay_and_proxy_mnist_collect_with_reached_sparsity_and_curves(tmp_
     import sweep as cli
 
     for table, kw in (("str_decay", {"decays": [0.0, 1e-3], "hams": ["off", "quickstart"]}), ("proxy_mnist", {})):
-        blocks = sweep.table_blocks(table, [0, 1], **kw)
+        blocks = sweep.table_blocks(table, [0, 1], **kw, **({"str_decay": {0.9: (None, 2e-3)}} if kw == {} else {}))
         extra = ["experiment=quickstart"] if table == "str_decay" else []
         d = tmp_path / table
         jobs = [j for b in blocks for j in b.jobs(extra)][:12]
