@@ -7,8 +7,10 @@
 set -euo pipefail
 PY=${PY:-python}
 export WANDB_MODE=${WANDB_MODE:-disabled}
-$PY sweep.py --table str_decay experiment=proxy_mnist --decays 2e-3 4e-3 8e-3 16e-3 --hams off proxy_mnist \
-    --seeds 100 --parallel 2 --name proxy_mnist_str_decay --report-dir results/proxy_mnist_str_decay
+if [ ! -f runs/sweeps/proxy_mnist_str_decay/runs.csv ]; then  # done once (a rerun would restamp its manifest)
+  $PY sweep.py --table str_decay experiment=proxy_mnist --decays 2e-3 4e-3 8e-3 16e-3 --hams off proxy_mnist \
+      --seeds 100 --parallel 2 --name proxy_mnist_str_decay --report-dir results/proxy_mnist_str_decay
+fi
 pick() {  # the decay whose baseline runs' mean sparsity is nearest $1
   $PY - "$1" <<'PYEOF'
 import csv, sys
