@@ -41,14 +41,17 @@ def split_overrides(p: argparse.ArgumentParser, argv: list[str]) -> tuple[list[s
     an option's value only right after an option that takes one value (e.g. `--extra mail-type=END`)."""
     single = {s for a in p._actions if isinstance(a, (argparse._StoreAction, argparse._AppendAction))
               and a.option_strings and a.nargs is None for s in a.option_strings}
-    overrides, rest, prev = [], [], None
+    overrides, rest, prev, listing = [], [], None, None
     for token in argv:
         is_override = not token.startswith("-") and ("=" in token or token.startswith("~"))
-        if is_override and prev not in single:
+        # --str-decay's values are SPARSITY=DECAY: a config key never starts with a digit
+        str_decay_value = listing == "--str-decay" and token[:1].isdigit()
+        if is_override and prev not in single and not str_decay_value:
             overrides.append(token)
         else:
             rest.append(token)
         prev = token if token.startswith("-") and "=" not in token else None
+        listing = prev if prev is not None else (listing if not token.startswith("-") else None)
     return overrides, rest
 
 

@@ -77,6 +77,9 @@ def test_table3_runs_str_only_where_a_pair_is_published_or_given():
     assert sweep.missing_str_cells("table3", given) == []
     with pytest.raises(ValueError):
         cli.parse_str_decay(["0.8"])
+    # SPARSITY=DECAY values are the option's, not Hydra overrides; overrides may still stand anywhere
+    args = cli.parse(["--table", "proxy_mnist", "--str-decay", "0.9=0.008", "0.95=0.016,-5", "trainer.max_steps=3"])
+    assert args.str_decay == ["0.9=0.008", "0.95=0.016,-5"] and args.overrides == ["trainer.max_steps=3"]
 
 
 def test_str_decay_and_proxy_mnist_collect_with_reached_sparsity_and_curves(tmp_path):
