@@ -43,15 +43,36 @@ def split_overrides(p: argparse.ArgumentParser, argv: list[str]) -> tuple[list[s
     an option's value only right after an option that takes one value (e.g. `--extra mail-type=END`)."""
     single = {s for a in p._actions if isinstance(a, (argparse._StoreAction, argparse._AppendAction))
               and a.option_strings and a.nargs is None for s in a.option_strings}
-    overrides, rest, prev = [], [], None
+    overrides, rest, prev, listing = [], [], None, None
     for token in argv:
         is_override = not token.startswith("-") and ("=" in token or token.startswith("~"))
-        if is_override and prev not in single:
+        # --str-decay's values are SPARSITY=DECAY: a config key never starts with a digit
+        str_decay_value = listing == "--str-decay" and token[:1].isdigit()
+        if is_override and prev not in single and not str_decay_value:
             overrides.append(token)
         else:
             rest.append(token)
         prev = token if token.startswith("-") and "=" not in token else None
+        listing = prev if prev is not None else (listing if not token.startswith("-") else None)
     return overrides, rest
+
+
+def parse_str_decay(items: list[str]) -> dict[float, tuple[float | None, float]]:
+    """`0.8=1e-5` or `0.8=1e-5,-3200` -> {0.8: (s_init, decay)} (s_init None when not given: table3's published
+    -3200, proxy_mnist's preset value)."""
+    out = {}
+    for item in items:
+        try:
+            target, rest = item.split("=", 1)
+            parts = rest.split(",")
+            decay, s_init = float(parts[0]), float(parts[1]) if len(parts) > 1 else None
+            t = float(target)
+        except (ValueError, IndexError):
+            raise ValueError(f"{item!r} is not SPARSITY=DECAY[,S_INIT] (e.g. 0.8=1e-5)") from None
+        if not 0 < t < 1 or decay < 0:
+            raise ValueError(f"{item!r}: need 0 < SPARSITY < 1 and DECAY >= 0")
+        out[t] = (s_init, decay)
+    return out
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -63,14 +84,26 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="grid of ham.beta values (default: %(default)s; a single value gives a 1-D grid)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds of every cell (default: %(default)s)")
     what = p.add_mutually_exclusive_group()
-    what.add_argument("--table", choices=["table2", "table3", "table7", "table8", "proxy", "table10", "table11",
+    what.add_argument("--table", choices=["table2", "table3", "table7", "table8", "proxy", "proxy_mnist", "str_decay", "table10", "table11",
                                           "table13", "table14", "node_grid", "node_proxy"],
-                      help="run one of the paper's tables instead of an alpha/beta grid (node classification: "
+                      help="run one of the paper's tables instead of an alpha/beta grid (proxy_mnist: the second CPU proxy, "
+                           "str_decay: STR's sparsity per threshold decay; node classification: "
                            "table10/11 HAM vs baseline, table13/14 + nHAM, node_grid the alpha/beta tuning, "
                            "node_proxy the CPU study)")
     what.add_argument("--search", metavar="NAME", help="a configs/hparams_search/NAME.yaml search (e.g. ham_optuna)")
     p.add_argument("--trials", type=positive_int, help="--search: number of trials (default: the search config's)")
     p.add_argument("--proxy-sparsity", type=float, default=0.95, help="--table proxy: the sparse rows' sparsity")
+    p.add_argument("--str-decay", nargs="+", default=[], metavar="SPARSITY=DECAY[,S_INIT]",
+                   help="--table table3 / proxy_mnist: STR's threshold decay (and s_init; default: table3 the published "
+                        "-3200, proxy_mnist the preset's) per target without a published pair (table3: only 90 %% has "
+                        "one), e.g. 0.8=1e-5 0.95=4e-5; calibrate with --table str_decay")
+    p.add_argument("--decays", type=float, nargs="+", default=[],
+                   help="--table str_decay: the threshold weight decays to try (STR as published, one cell each)")
+    p.add_argument("--hams", nargs="+", default=["off", "default"],
+                   help="--table str_decay: the ham options compared (default: %(default)s)")
+    p.add_argument("--parallel", type=positive_int, default=1,
+                   help="local: run this many jobs at once (one multirun per seed and block; e.g. 2 one-thread jobs "
+                        "on 2 cores)")
     p.add_argument("--name", help="sweep name (default: derived from the table/overrides plus a hash)")
     p.add_argument("--root", default="runs/sweeps", help="parent directory of sweeps")
     p.add_argument("--launcher", choices=["local", "slurm"], default="local")
@@ -103,7 +136,7 @@ def main(argv: list[str]) -> int:
         return 0
     extra = list(args.overrides)
     try:
-        how = sweep.Launch(launcher=args.launcher, nproc=args.nproc,
+        how = sweep.Launch(launcher=args.launcher, nproc=args.nproc, parallel=args.parallel,
                            slurm=SlurmOptions.from_args(args) if args.launcher == "slurm" else None)
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -122,8 +155,22 @@ def main(argv: list[str]) -> int:
         if problem:
             print(f"error: {problem}", file=sys.stderr)
             return 2
+    try:
+        str_decay = parse_str_decay(args.str_decay)
+    except ValueError as e:
+        print(f"error: --str-decay: {e}", file=sys.stderr)
+        return 2
+    if args.table == "str_decay" and not args.decays:
+        print("error: --table str_decay needs --decays (e.g. --decays 0 5e-4 1e-3 2e-3 4e-3)", file=sys.stderr)
+        return 2
     if args.table:
-        blocks = sweep.table_blocks(args.table, args.seeds, proxy_sparsity=args.proxy_sparsity)
+        blocks = sweep.table_blocks(args.table, args.seeds, proxy_sparsity=args.proxy_sparsity,
+                                    str_decay=str_decay, decays=args.decays, hams=args.hams)
+        exp = "imagenet_resnet50 sparsifier.s_init=-3200" if args.table == "table3" else args.table
+        for target in sweep.missing_str_cells(args.table, str_decay):
+            print(f"note: STR s={sweep.fmt(target)} is not run: no published (s_init, decay) pair for it; calibrate "
+                  f"with `python sweep.py --table str_decay experiment={exp} --decays ...` and pass --str-decay "
+                  f"{sweep.fmt(target)}=DECAY", file=sys.stderr)
     elif args.search:
         blocks = [sweep.Block([f"hparams_search={args.search}", f"seed={sweep.values(args.seeds)}"])]
     else:
@@ -146,6 +193,8 @@ def main(argv: list[str]) -> int:
               f"created under --root {args.root}", file=sys.stderr)
         return 2
     name = args.name or sweep.sweep_name(args.table, args.search, blocks, extra)
+    if args.parallel > 1 and args.launcher == "local":  # after naming: the same sweep with or without --parallel
+        blocks = sweep.split_for_parallel(blocks, args.parallel)
     sweep_dir = Path(args.root) / name
     if args.dry_run:
         for block in blocks:

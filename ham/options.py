@@ -44,6 +44,11 @@ class Component:
     def cross_check(cls, node: DictConfig, root: DictConfig, path: str) -> None:
         pass
 
+    @classmethod
+    def row_label(cls, node: Any, label: str) -> str:
+        """Its name in a table row given its options (default: the declared label; override when an option makes
+        it a different method, e.g. STR's budget controller)."""
+        return label
 
 
 def describe(cls: type) -> list[str]:

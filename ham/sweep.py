@@ -31,7 +31,7 @@ from ham.slurm import SlurmOptions
 from ham.train.threads import usable_cores
 
 PAPER_REFERENCE = REPO_ROOT / "results" / "paper_reference.json"
-TABLES = ("table2", "table3", "table7", "table8", "proxy", "table10", "table11", "table13", "table14", "node_grid",
+TABLES = ("table2", "table3", "table7", "table8", "proxy", "proxy_mnist", "str_decay", "table10", "table11", "table13", "table14", "node_grid",
           "node_proxy")
 # node classification (paper Tables 10-15): the datasets of each table, the models, and their presets
 NODE_HOMOPHILIC = ("cora", "citeseer", "pubmed", "wikics", "coauthor-cs", "coauthor-physics", "amazon-computer",
@@ -56,9 +56,12 @@ def default_metric(table: str | None) -> str:
 def node_presets(datasets: Iterable[str]) -> list[str]:
     return [f"node/{d}_{m}" for d in datasets for m in NODE_MODELS]
 
+# STR as published (RAIVNLab/STR configs/largescale/resnet50-str.yaml: ResNet50 90.23 %): the only published
+# (s_init, threshold decay) pair found; the other targets' pairs are in the STR paper's appendix, not retrieved.
+STR_PUBLISHED = {0.9: (-3200.0, 2.251757813e-5)}
 
 def fmt(v: Any) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
+    return "null" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
 
 
 def values(items: Iterable[Any]) -> str:
@@ -81,9 +84,14 @@ def grid_blocks(base: list[str], alphas: Iterable[float], betas: Iterable[float]
     return [Block([*base, f"ham.alpha={values(alphas)}", f"ham.beta={values(betas)}", f"seed={values(seeds)}"])]
 
 
-def table_blocks(table: str, seeds: Iterable[int], proxy_sparsity: float = 0.95) -> list[Block]:
+def table_blocks(table: str, seeds: Iterable[int], proxy_sparsity: float = 0.95,
+                 str_decay: dict[float, tuple[float | None, float]] | None = None, decays: Iterable[float] = (),
+                 hams: Iterable[str] = ("off", "default")) -> list[Block]:
     """The paper's tables as multiruns. HAM cells are alpha x beta products ({0, 200} x {0, beta}: the baseline
-    is alpha = beta = 0, i.e. ham=off); Sign-In rows have no HAM variant in the paper."""
+    is alpha = beta = 0, i.e. ham=off); Sign-In rows have no HAM variant in the paper. STR runs as published
+    (mode: reference): a Table 3 STR cell needs its (s_init, threshold decay) pair, published (STR_PUBLISHED) or
+    given (`str_decay`, from `--str-decay`; s_init None: the published -3200); a proxy_mnist STR cell its decay
+    (s_init None: the preset's); cells without one are not run (see `missing_str_cells`)."""
     s = f"seed={values(seeds)}"
     if table == "table2":  # ResNet50 ImageNet dense: {100, 200 ep} x {SGD, SAM} x HAM cells
         return [Block(["experiment=imagenet_resnet50,imagenet_resnet50_200ep", "optimizer=sgd,sam",
@@ -92,15 +100,45 @@ def table_blocks(table: str, seeds: Iterable[int], proxy_sparsity: float = 0.95)
         return [Block(["experiment=cifar100_resnet18", "optimizer=sgd,sam", "ham.alpha=0,200", "ham.beta=0,0.016", s])]
     if table == "table3":  # ResNet50 ImageNet sparse, 100 epochs
         sp = "sparsifier.sparsity=0.8,0.9,0.95"
-        return [Block(["experiment=imagenet_resnet50", "sparsifier=random,acdc,rigl,str", sp, "ham=off,default", s]),
-                Block(["experiment=imagenet_resnet50", "sparsifier=signin", "sparsifier.mask_source=random,acdc,rigl",
-                       sp, "ham=off", s])]
+        blocks = [Block(["experiment=imagenet_resnet50", "sparsifier=random,acdc,rigl", sp, "ham=off,default", s])]
+        for target, (s_init, decay) in sorted({**STR_PUBLISHED, **(str_decay or {})}.items()):
+            s_init = STR_PUBLISHED[0.9][0] if s_init is None else s_init
+            blocks.append(Block(["experiment=imagenet_resnet50", "sparsifier=str", f"sparsifier.sparsity={fmt(target)}",
+                                 f"sparsifier.s_init={fmt(s_init)}", f"sparsifier.threshold_weight_decay={fmt(decay)}",
+                                 "ham=off,default", s]))
+        blocks.append(Block(["experiment=imagenet_resnet50", "sparsifier=signin",
+                             "sparsifier.mask_source=random,acdc,rigl", sp, "ham=off", s]))
+        return blocks
     if table == "table8":
         return [Block(["experiment=imagenet_deit_small", "ham=off,default", s])]
     if table == "proxy":  # CPU-scale study: dense and every sparsifier at 95 %, HAM on/off, paired by seed
+        # its STR cells are our budget controller + projection (they were made when that was the default)
+        sp = f"sparsifier.sparsity={fmt(proxy_sparsity)}"
         return [Block(["experiment=proxy_digits", "sparsifier=dense", "ham=off,quickstart", s]),
-                Block(["experiment=proxy_digits", "sparsifier=random,acdc,rigl,str,signin",
-                       f"sparsifier.sparsity={fmt(proxy_sparsity)}", "ham=off,quickstart", s])]
+                Block(["experiment=proxy_digits", "sparsifier=random,acdc,rigl", sp, "ham=off,quickstart", s]),
+                Block(["experiment=proxy_digits", "sparsifier=str", sp, "sparsifier.mode=budget",
+                       "sparsifier.exact_target=true", "ham=off,quickstart", s]),
+                Block(["experiment=proxy_digits", "sparsifier=signin", sp, "ham=off,quickstart", s])]
+    if table == "proxy_mnist":  # the second proxy: 28x28 MNIST, every method measurable; README "proxy_mnist"
+        # cheapest-first, so that a stopped study has whole rows: dense, Table 7's SAM, Table 8's ViT, STR, the rest
+        arms = "ham=off,proxy_mnist"
+        blocks = [Block(["experiment=proxy_mnist", "sparsifier=dense", arms, s]),
+                  Block(["experiment=proxy_mnist", "sparsifier=dense", "optimizer=sam", arms, s]),  # Table 7
+                  # Table 8: AdamW at the paper's lr 1e-3 / decay 0.1 (Table 6) and its alpha=200 (ham=default)
+                  Block(["experiment=proxy_mnist", "sparsifier=dense", "model=vit_tiny", "optimizer=adamw",
+                         "optimizer.lr=0.001", "optimizer.weight_decay=0.1", "ham=off,default", s])]
+        # STR as published: one decay per target for both arms (calibrated with --table str_decay: README)
+        for target, (s_init, decay) in sorted((str_decay or {}).items()):
+            blocks.append(Block(["experiment=proxy_mnist", "sparsifier=str", f"sparsifier.sparsity={fmt(target)}",
+                                 *([] if s_init is None else [f"sparsifier.s_init={fmt(s_init)}"]),
+                                 f"sparsifier.threshold_weight_decay={fmt(decay)}", arms, s]))
+        for target in (0.9, 0.95):
+            blocks.append(Block(["experiment=proxy_mnist", "sparsifier=random,acdc,rigl,signin",
+                                 f"sparsifier.sparsity={fmt(target)}", arms, s]))
+        return blocks
+    if table == "str_decay":  # STR as published: what each threshold decay gives (sparsity reached, accuracy)
+        return [Block(["sparsifier=str", "sparsifier.mode=reference", "sparsifier.exact_target=false",
+                       f"sparsifier.threshold_weight_decay={values(decays)}", f"ham={values(hams)}", s])]
     if table in NODE_TABLES:  # every preset (configs/experiment/node/) with its Table 12 alpha/beta, and baseline
         presets = ",".join(node_presets(NODE_TABLES[table]))
         base = Block([f"experiment={presets}", "ham.alpha=0", "ham.beta=0", s])
@@ -124,9 +162,41 @@ def table_blocks(table: str, seeds: Iterable[int], proxy_sparsity: float = 0.95)
     raise ValueError(f"unknown table {table!r}; allowed: {', '.join(TABLES)}")
 
 
+def missing_str_cells(table: str, str_decay: dict[float, tuple[float | None, float]] | None) -> list[float]:
+    """STR targets of a table with neither a published nor a given (s_init, decay) pair: not run."""
+    if table == "table3":
+        return [t for t in (0.8, 0.9, 0.95) if t not in {**STR_PUBLISHED, **(str_decay or {})}]
+    if table == "proxy_mnist":
+        return [t for t in (0.9, 0.95) if t not in (str_decay or {})]
+    return []
+
+
+def split_for_parallel(blocks: list[Block], parts: int) -> list[Block]:
+    """Blocks that can run side by side, the same jobs (so the same run directories): each block split into up to
+    `parts` blocks along its seeds, or, with one seed, along its longest list of values (contiguous chunks: each
+    multirun pays the start-up once)."""
+    out = []
+    for b in blocks:
+        lists = [o for o in b.overrides if "=" in o and "," in o.split("=", 1)[1]]
+        seeds = [o for o in lists if o.startswith("seed=")]
+        axis = seeds[0] if seeds else max(lists, key=lambda o: o.count(","), default=None)
+        if axis is None or parts < 2:
+            out.append(b)
+            continue
+        key, vals = axis.split("=", 1)
+        vals = vals.split(",")
+        n = min(parts, len(vals))
+        bounds = [round(i * len(vals) / n) for i in range(n + 1)]
+        for lo, hi in zip(bounds, bounds[1:]):
+            out.append(Block([o if o != axis else f"{key}={','.join(vals[lo:hi])}" for o in b.overrides]))
+    return out
+
+
 # ---------------------------------------------------------------- cells of the paper's tables
-def _label(sparsifier: str) -> str:
-    return registry.get("sparsifier", sparsifier).label  # the paper's row names (paper_reference.json)
+def _label(sparsifier: str, node: dict[str, Any] | None = None) -> str:
+    """The paper's row names (paper_reference.json); an option that makes it another method renames it."""
+    d = registry.get("sparsifier", sparsifier)
+    return d.schema.row_label(node or {}, d.label)
 
 
 def _ham_cell(alpha: float, beta: float, beta_on: str) -> str:
@@ -148,7 +218,7 @@ def cell_of(table: str | None, cfg: dict[str, Any]) -> tuple[str, str]:
         if sp["name"] == "signin":
             row = f"{_label(sp['mask_source'])}+{_label('signin')}"
         else:
-            row = _label(sp["name"]) + ("+HAM" if ham_on else "")
+            row = _label(sp["name"], sp) + ("+HAM" if ham_on else "")
         return row, f"s={fmt(sp['sparsity'])}"
     if table == "table8":
         return "ImageNet+DeiT Small", "AdamW + HAM" if ham_on else "AdamW"
@@ -162,10 +232,20 @@ def cell_of(table: str | None, cfg: dict[str, Any]) -> tuple[str, str]:
         kind = "homophilic" if cfg["dataset"]["options"]["homophily"] >= 0.5 else "heterophilic"
         row = f"{registry.get('model', cfg['model']['name']).label} {kind}"
         return row, "baseline" if not ham_on else "nHAM" if alpha < 0 else "HAM"
-    if table == "proxy":
+    if table in ("proxy", "proxy_mnist"):
         sp = cfg["sparsifier"]
-        row = _label(sp["name"]) + (f" s={fmt(sp['sparsity'])}" if sp.get("sparsity") else "")
+        row = _label(sp["name"], sp) + (f" s={fmt(sp['sparsity'])}" if sp.get("sparsity") else "")
+        if table == "proxy_mnist":
+            opt = cfg["optimizer"]
+            if cfg["model"]["name"] != "mnist_cnn":
+                row = f"{registry.get('model', cfg['model']['name']).label} {opt['name']}"
+                row = f"{row} (Table 8)" if opt["name"] == "adamw" else row
+            elif opt.get("sam"):
+                row = "SAM (Table 7)"
         return row, "HAM" if ham_on else "baseline"
+    if table == "str_decay":
+        sp = cfg["sparsifier"]
+        return f"{_label('str', sp)} decay={fmt(sp['threshold_weight_decay'])}", "HAM" if ham_on else "baseline"
     return fmt(alpha), fmt(beta)
 
 
@@ -176,6 +256,7 @@ class Launch:
     `slurm` (ham/slurm.py, the one place SLURM options become sbatch/submitit parameters)."""
     launcher: str = "local"          # local | slurm
     nproc: int = 1                   # local: DDP processes per job (submitit_local)
+    parallel: int = 1                # local: multiruns (blocks) running at once
     slurm: SlurmOptions | None = None
 
     def overrides(self) -> list[str]:
@@ -240,13 +321,18 @@ def launch(blocks: list[Block], sweep_dir: Path, extra: list[str], how: Launch) 
     envs = [{**os.environ, JOBS_CHECKED_ENV: checked_digest(b, extra, how)} for b in blocks]
     with _forward_stop_signals() as running:
         if how.launcher == "local":
-            codes = []
-            for cmd, env in zip(cmds, envs):
-                if running.stopped is not None:  # stopped: no new blocks; rerunning the sweep resumes
+            codes, todo, live = [], list(zip(cmds, envs)), []
+            while todo or live:
+                while todo and len(live) < max(1, how.parallel) and running.stopped is None:
+                    cmd, env = todo.pop(0)
+                    p = subprocess.Popen(cmd, env=env)  # in the caller's directory: relative paths mean what they say
+                    running.procs.append(p)
+                    live.append(p)
+                if not live:  # stopped: no new blocks; rerunning the sweep resumes
                     break
-                p = subprocess.Popen(cmd, env=env)  # in the caller's directory: relative paths mean what they say
-                running.procs.append(p)
-                codes.append(p.wait())
+                done = _wait_any(live)
+                live.remove(done)
+                codes.append(done.returncode)
         else:
             running.procs.extend(subprocess.Popen(cmd, env=env) for cmd, env in zip(cmds, envs))
             codes = [p.wait() for p in running.procs]
@@ -255,6 +341,17 @@ def launch(blocks: list[Block], sweep_dir: Path, extra: list[str], how: Launch) 
             raise SystemExit(130)
         raise SystemExit(next((c for c in codes if c), 3 if len(codes) < len(cmds) else 0))
     return codes
+
+
+def _wait_any(procs: list[subprocess.Popen]) -> subprocess.Popen:
+    """The first of `procs` to end (polled: the signal handler above keeps working meanwhile)."""
+    import time
+
+    while True:
+        for p in procs:
+            if p.poll() is not None:
+                return p
+        time.sleep(0.2)
 
 
 class _Running:
@@ -435,18 +532,23 @@ def write_reports(sweep_dir: Path, metric: str | None = None) -> str:
             lines.append(f"- failed: {r['name']}" + (f": {r['error']}" if r.get("error") else ""))
         if unfinished:
             lines.append(f"- unfinished: {', '.join(unfinished[:5])}" + (" ..." if len(unfinished) > 5 else ""))
-    if table == "proxy":
+    if table in ("proxy", "proxy_mnist"):
         lines += ["", *paired_table(rows, metric)]
     if table == "node_proxy":
         for arm in ("HAM", "nHAM"):
             lines += ["", *paired_table(rows, metric, arm=arm)]
+    if table == "str_decay":
+        lines += ["", *reached_sparsity_table(rows)]
     lines += ["", provenance_line(manifest, rows)]
     text = "\n".join(lines)
     (sweep_dir / "results.md").write_text(text + "\n")
     if not table and any(a["mean"] is not None for a in agg):
         plot_alpha_beta(agg, sweep_dir / "grid.png", metric, title=f"{sweep_dir.name}: {metric}")
-    if table in ("proxy", "node_proxy") and agg:
+    if table in ("proxy", "proxy_mnist", "node_proxy") and agg:
         plot_paired(rows, sweep_dir / "proxy.png", metric, title=f"{sweep_dir.name}: {metric}")
+    if table == "proxy_mnist" and agg:
+        for key, name in (("train/l1_norm", "l1_norm.png"), ("train/sign_flips", "sign_flips.png")):
+            plot_curves(sweep_dir, rows, sweep_dir / name, key)
     return text
 
 
@@ -470,10 +572,12 @@ def paired_table(rows: list[dict[str, Any]], metric: str, arm: str = "HAM") -> l
     once."""
     from scipy import stats
 
+    reached = paired_differences(rows, "sparsity", arm)  # the sparsity each run reached (STR: what it learned)
+    sparse = any(b or h for t in reached.values() for _, b, h in t)
     lines = [f"Paired by seed ({metric}; one-sided paired t-test, H1: {arm} > baseline; p (Holm): corrected for the "
-             f"number of rows tested)", "",
-             f"| row | baseline | {arm} | {arm} - baseline | {arm} wins | p | p (Holm) |",
-             "|---|---|---|---|---|---|---|"]
+             f"number of rows tested)" + (f"; sparsity: mean reached, baseline / {arm}" if sparse else ""), "",
+             f"| row | baseline | {arm} | {arm} - baseline | {arm} wins | p | p (Holm) |" + (" sparsity |" if sparse else ""),
+             "|---|---|---|---|---|---|---|" + ("---|" if sparse else "")]
     cells = []
     for row, triples in paired_differences(rows, metric, arm).items():
         base = [b for _, b, _ in triples]
@@ -485,9 +589,63 @@ def paired_table(rows: list[dict[str, Any]], metric: str, arm: str = "HAM") -> l
         cells.append((row, mb, sb, mh, sh, md, sd, sum(d > 0 for d in diff), len(diff), p))
     adjusted = holm([c[-1] for c in cells])
     for (row, mb, sb, mh, sh, md, sd, wins, n, p), p_holm in zip(cells, adjusted):
+        sp = ""
+        if sparse:
+            t = reached.get(row, [])
+            sp = (f" {100 * mean_std([b for _, b, _ in t])[0]:.2f} / {100 * mean_std([h for _, _, h in t])[0]:.2f} |"
+                  if t else " — |")
         lines.append(f"| {row} | {_pm(mb, sb)} | {_pm(mh, sh)} | {md:+.2f}{'' if sd is None else f' ± {sd:.2f}'} | "
-                     f"{wins}/{n} | {p:.3g} | {p_holm:.3g} |")
+                     f"{wins}/{n} | {p:.3g} | {p_holm:.3g} |" + sp)
     return lines
+
+
+def reached_sparsity_table(rows: list[dict[str, Any]]) -> list[str]:
+    """str_decay: the sparsity STR reached (%) per decay and arm, mean ± std over seeds, next to its accuracy."""
+    lines = ["Sparsity reached by STR as published (%, mean ± std over seeds; val/top1 beside it)", "",
+             "| row | col | sparsity | val/top1 | n |", "|---|---|---|---|---|"]
+    sp = {(a["row"], a["col"]): a for a in aggregate(rows, ("row", "col"), "sparsity")}
+    acc = {(a["row"], a["col"]): a for a in aggregate(rows, ("row", "col"), "val/top1")}
+    for key in sorted(sp, key=lambda k: (float(k[0].rsplit("=", 1)[-1]) if k[0].rsplit("=", 1)[-1] else 0, k[1])):
+        a = sp[key]
+        m, sd = (None, None) if a["mean"] is None else (100 * a["mean"], None if a["std"] is None else 100 * a["std"])
+        lines.append(f"| {key[0]} | {key[1]} | {_pm(m, sd)} | {_pm(acc[key]['mean'], acc[key]['std'])} | {a['n']} |")
+    return lines
+
+
+def plot_curves(sweep_dir: Path, rows: list[dict[str, Any]], path: Path, key: str) -> None:
+    """The paper's Fig. 4/5 from the sweep's own runs: `key` (train/l1_norm, train/sign_flips) against the step,
+    one panel per dense row, baseline grey and HAM blue, every seed one line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    dense = sorted({r["row"] for r in rows if r["status"] == "done" and not r.get("sparsity")})
+    if not dense:
+        return
+    fig, axes = plt.subplots(1, len(dense), figsize=(4.2 * len(dense), 3.4), squeeze=False)
+    for ax, row in zip(axes[0], dense):
+        for r in rows:
+            if r["row"] != row or r["status"] != "done":
+                continue
+            steps, vals = [], []
+            with open(sweep_dir / r["name"] / "metrics.jsonl") as f:
+                for line in f:
+                    m = json.loads(line)
+                    if key in m:
+                        steps.append(m["step"])
+                        vals.append(m[key])
+            ham = r["col"] == "HAM"
+            ax.plot(steps, vals, color="tab:blue" if ham else "tab:gray", lw=0.8, alpha=0.8,
+                    label=("HAM" if ham else "baseline") if r["seed"] == min(x["seed"] for x in rows) else None)
+        ax.set_title(row, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def holm(pvalues: list[float]) -> list[float]:
@@ -539,7 +697,7 @@ def copy_reports(sweep_dir: Path, report_dir: Path | None) -> None:
     import shutil
 
     report_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("results.md", "runs.csv", "grid.png", "proxy.png", "sweep.json"):
+    for name in ("results.md", "runs.csv", "grid.png", "proxy.png", "l1_norm.png", "sign_flips.png", "sweep.json"):
         if (sweep_dir / name).is_file():
             shutil.copy2(sweep_dir / name, report_dir / name)
 

@@ -52,8 +52,9 @@ def test_every_preset_composes_with_every_group_option(experiment):
                     validate(_composed(*overrides), check_data=False)
                 continue
             cfg = _composed(*overrides)
-            if cfg.model.name == "deit_small" and cfg.dataset.img_size % 16:
-                with pytest.raises(ConfigError, match="model=deit_small needs dataset.img_size"):
+            patch = registry.fact("model", cfg.model.name, "patch_size")
+            if patch and cfg.dataset.img_size % patch:
+                with pytest.raises(ConfigError, match=f"model={cfg.model.name} needs dataset.img_size"):
                     validate(cfg, check_data=False)
                 continue
             validate(cfg, check_data=False)

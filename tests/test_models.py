@@ -13,6 +13,8 @@ TINY = {
     "deit_small": (10, {"img_size": 32}, (2, 3, 32, 32)),  # 2x2 patches of 16
     "small_cnn": (10, {"in_chans": 1, "img_size": 8}, (4, 1, 8, 8)),
     "mlp": (10, {"in_chans": 1, "img_size": 8}, (4, 1, 8, 8)),
+    "mnist_cnn": (10, {"in_chans": 1, "img_size": 28}, (4, 1, 28, 28)),
+    "vit_tiny": (10, {"in_chans": 1, "img_size": 28}, (2, 1, 28, 28)),
 }
 
 
@@ -51,6 +53,8 @@ def test_param_counts_match_the_reference_architectures():
     assert n_params(build_model("deit_small", 1000)) == 22_050_664
     assert n_params(build_model("resnet18", 100, img_size=32)) == 11_220_132
     assert 50_000 <= n_params(build_model("small_cnn", 10, in_chans=1, img_size=8)) <= 200_000
+    assert n_params(build_model("mnist_cnn", 10, in_chans=1, img_size=28)) == 105_914
+    assert n_params(build_model("vit_tiny", 10, in_chans=1, img_size=28)) == 139_018
 
 
 def test_resnet18_has_cifar_stem():

@@ -25,7 +25,9 @@ def prunable(sd: dict) -> dict:
 
 @pytest.mark.parametrize("target", [0.8, 0.95])
 def test_str_budget_mode_reaches_the_target_by_itself(tmp_path, target):
-    s = run(tmp_path, "sparsifier=str", f"sparsifier.sparsity={target}")
+    """Our budget controller (opt-in; STR as published is the default): STR's own sparsity is the target."""
+    s = run(tmp_path, "sparsifier=str", f"sparsifier.sparsity={target}", "sparsifier.mode=budget",
+            "sparsifier.exact_target=true")
     own = s["sparsifier"]["str_sparsity_before_projection"]
     assert abs(own - target) < 0.005, own  # STR's own sparsity, before any projection
     before = s["before_train_end"]
@@ -36,13 +38,13 @@ def test_str_budget_mode_reaches_the_target_by_itself(tmp_path, target):
     assert sum(int((v == 0).sum()) for v in sd.values()) == round(target * total)
 
 
-def test_str_reference_mode_keeps_the_old_behaviour():
-    cfg = compose(["experiment=quickstart", "sparsifier=str", "sparsifier.mode=reference"])
+def test_str_reference_mode_is_the_default():
+    cfg = compose(["experiment=quickstart", "sparsifier=str"])
     from ham.sparse.registry import build_sparsifier
 
     opts = {k: v for k, v in cfg.sparsifier.items() if k != "name"}
     sp = build_sparsifier("str", **opts)
-    assert sp.mode == "reference"
+    assert sp.mode == "reference" and not sp.exact_target
     sp.schedule = type("S", (), {"total_steps": 100})()
     sp.layers = {}
     sp.after_step(9)  # no controller in reference mode: nothing to touch, nothing raised

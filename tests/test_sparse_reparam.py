@@ -61,7 +61,7 @@ def effective(loop):
 
 # ------------------------------------------------------------------ STR
 def test_str_exact_target_from_exported_weights_and_own_sparsity_reported():
-    loop = Loop("str", sparsity=0.9, s_init=-3.0, mode="reference").run(EPOCHS * SPE)
+    loop = Loop("str", sparsity=0.9, s_init=-3.0, mode="reference", exact_target=True).run(EPOCHS * SPE)
     eff = effective(loop)
     own = sum(int((w == 0).sum()) for w in eff.values()) / N_PRUNABLE
     assert 0 < own < 0.9  # STR pruned something by itself, not the target
@@ -86,7 +86,7 @@ def test_str_exact_target_from_exported_weights_and_own_sparsity_reported():
 
 
 def test_str_over_pruned_brings_back_largest_dense_weights():
-    loop = Loop("str", sparsity=0.5, s_init=-1.0).run(SPE)  # sigmoid(-1) = 0.27: almost everything pruned
+    loop = Loop("str", sparsity=0.5, s_init=-1.0, exact_target=True).run(SPE)  # sigmoid(-1) = 0.27: almost everything pruned
     raw = {n: M.weight_of(loop.model.get_submodule(n)).detach().clone() for n in PRUNABLE}
     before = effective(loop)
     loop.sp.on_train_end()

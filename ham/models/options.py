@@ -74,5 +74,26 @@ class MLPModel(ModelConfig):
     kwargs: NoKwargs = opt(NoKwargs())
 
 
+@declare("model", "mnist_cnn", build="ham.models.small:MNISTCNN", label="MNIST CNN", channels_last=True)
+class MNISTCNNModel(ModelConfig):
+    """A LeNet-5-style conv net with BatchNorm for 28x28 digits (the second proxy's; 0.11M parameters)."""
+    kwargs: NoKwargs = opt(NoKwargs())
+
+
+@dataclass
+class ViTTinyKwargs:
+    embed_dim: int = opt(64, ge=8, doc="token width")
+    depth: int = opt(4, ge=1, doc="transformer blocks")
+    num_heads: int = opt(4, ge=1)
+    mlp_ratio: float = opt(2.0, gt=0)
+    drop_path_rate: float = opt(0.0, ge=0, lt=1, doc="stochastic depth")
+
+
+@declare("model", "vit_tiny", build="ham.models.vision:vit_tiny", label="ViT-tiny", patch_size=7,
+         fixed_resolution=True, no_decay_names=("pos_embed", "cls_token"))
+class ViTTinyModel(ModelConfig):
+    """A tiny timm VisionTransformer for 28x28 digits: patch 7 (16 tokens), width 64, 4 blocks (Table 8 in miniature)."""
+    kwargs: ViTTinyKwargs = opt(ViTTinyKwargs())
+
 # the graph neural networks (node classification), declared in their own file
 from ham.models import graph_options  # noqa: E402,F401

@@ -35,3 +35,13 @@ def deit_small(num_classes: int, in_chans: int = 3, img_size: int = 224, drop_pa
 
     return timm.create_model("deit_small_patch16_224", pretrained=False, num_classes=num_classes,
                              in_chans=in_chans, img_size=img_size, drop_path_rate=drop_path_rate, **kwargs)
+
+
+def vit_tiny(num_classes: int, in_chans: int = 1, img_size: int = 28, embed_dim: int = 64, depth: int = 4,
+             num_heads: int = 4, mlp_ratio: float = 2.0, drop_path_rate: float = 0.0, **kwargs) -> nn.Module:
+    """A tiny timm VisionTransformer (DeiT's architecture, scaled down) for 28x28 images, patch 7: 16 tokens."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    return VisionTransformer(img_size=img_size, patch_size=7, in_chans=in_chans, num_classes=num_classes,
+                             embed_dim=embed_dim, depth=depth, num_heads=num_heads, mlp_ratio=mlp_ratio,
+                             drop_path_rate=drop_path_rate, **kwargs)

@@ -14,32 +14,36 @@ Facts from the reference (utils/conv_type.py, main.py, args.py, configs/largesca
   - every conv (incl. the first) and the fc (a 1x1 STRConv) are sparsified unless --first/last-layer-dense.
 
 Here: a torch parametrization per prunable layer, so model code is untouched and `module.weight` / the exported
-state_dict are the effective weights. Options: `s_init` (default -5.0: sigmoid = 0.0067 with a usable gradient on
-short runs; set the reference values for ImageNet), `threshold_weight_decay` (None = the optimizer's weight decay,
-as in the reference). HAM never steps s: the thresholds are returned in an override group with ham=False.
+state_dict are the effective weights. HAM never steps s: the thresholds are returned in an override group with
+ham=False.
 
-Budget mode (`mode: budget`, the default): STR reaches `sparsity` by itself. STR alone cannot be told a
-sparsity (RAIVNLab/STR issue #14): it follows from s_init and the thresholds' weight decay, tuned per target in
-the paper's appendix. Here a sparsity budget b(t) rises from 0 to `sparsity` with the cubic schedule of gradual
-magnitude pruning (Zhu & Gupta 2018) between `budget_start_fraction` and `budget_end_fraction` of training, and
-every `budget_every` steps (after the optimizer step) a controller adds ONE common offset d to every layer's s so
-that the global sparsity of the effective weights equals round(b(t) N): d is found by bisection on the device
-(branchless: no host sync), the layers' relative thresholds stay what STR learned (the per-layer budget is still
-STR's), W and the optimizer state are untouched. After budget_end_fraction the controller holds the target, so
-STR's own sparsity at the end is the target up to ties and the final projection moves (almost) nothing.
-Why an offset on s rather than a controller on the thresholds' weight decay: the decay acts through lr * wd * s
-and the lr falls to 0 at the end of a triangular/cosine schedule, so a decay controller loses authority exactly
-when the target must be met; the offset is exact at every control step and independent of the schedule.
-`mode: reference` is the reference behaviour: fixed s_init + decay (ResNet50 90.23%: s_init -3200, decay
-2.251757813e-5, SGD momentum 0.875, lr 0.256 cosine, batch 256, 100 epochs; the paper's appendix lists the
-values for its other ResNet50 points, 81.27% and 95.15% in the repo's model table; they are not reproduced here),
-followed by the exact-target projection below.
+`mode: reference` (the default) is STR as published: fixed `s_init` + the thresholds' weight decay
+(`threshold_weight_decay`, None = the optimizer's, as the reference's --st-decay), nothing else. The sparsity it
+reaches is whatever those two give; `sparsifier.sparsity` is then only the cell's target, and the summary reports
+the sparsity reached (`sparsity`, and `str_sparsity_before_projection` in the sparsifier report). The one
+published pair for ResNet50 is for STR's own recipe (90.23 %: s_init -3200, decay 2.251757813e-5, SGD momentum
+0.875, lr 0.256 cosine, batch 256, 100 epochs); the STR README points to the paper's appendix for the other points
+(81.27 %, 95.15 % ...), whose values we could not retrieve. How to calibrate the decay for another recipe:
+`sweep.py --table str_decay` (README). `s_init` defaults to -5.0 (ours: sigmoid = 0.0067, a usable gradient on
+short CPU runs; set the reference values for ImageNet).
 
-Exact target. STR cannot be told a sparsity: it follows from s_init and weight decay (RAIVNLab/STR issue #14 asks
-how to choose them for 80/90/95%). With `exact_target: true` (default), `on_train_end()` projects the effective
+Ours, opt-in and named as ours in every table ("STR + budget (ours)", "STR + projection (ours)"):
+
+Budget mode (`mode: budget`): STR reaches `sparsity` by itself. STR alone cannot be told a sparsity
+(RAIVNLab/STR issue #14). Here a sparsity budget b(t) rises from 0 to `sparsity` with the cubic schedule of
+gradual magnitude pruning (Zhu & Gupta 2018) between `budget_start_fraction` and `budget_end_fraction` of
+training, and every `budget_every` steps (after the optimizer step) a controller adds ONE common offset d to every
+layer's s so that the global sparsity of the effective weights equals round(b(t) N): d is found by bisection on
+the device (branchless: no host sync), the layers' relative thresholds stay what STR learned (the per-layer budget
+is still STR's), W and the optimizer state are untouched. After budget_end_fraction the controller holds the
+target, so STR's own sparsity at the end is the target up to ties. Why an offset on s rather than a controller on
+the thresholds' weight decay: the decay acts through lr * wd * s and the lr falls to 0 at the end of a
+triangular/cosine schedule, so a decay controller loses authority exactly when the target must be met.
+
+Exact target (`exact_target: true`; off by default, in both modes): `on_train_end()` projects the effective
 weights to exactly round((1 - sparsity) * N) non-zeros over the sparsified layers (N = their weight count), with
 one global magnitude order:
-  - STR under-pruned (usual): the smallest-magnitude effective weights are zeroed (W := 0 there);
+  - STR under-pruned: the smallest-magnitude effective weights are zeroed (W := 0 there);
   - STR over-pruned: the pruned entries with the largest |W| come back at their dense value W
     (W := sign(W) (|W| + sigmoid(s)), so that the effective weight equals the old W; at least 1 ulp).
 The sparsity STR reached by itself is kept (state_dict) and reported: `report()["str_sparsity_before_projection"]`.
@@ -78,8 +82,8 @@ class STR(Sparsifier):
     name = "str"
 
     def __init__(self, sparsity: float = 0.9, s_init: float = -5.0, threshold_weight_decay: float | None = None,
-                 exact_target: bool = True, keep_first_dense: bool = False, keep_last_dense: bool = False,
-                 mode: str = "budget", budget_start_fraction: float = 0.0, budget_end_fraction: float = 0.75,
+                 exact_target: bool = False, keep_first_dense: bool = False, keep_last_dense: bool = False,
+                 mode: str = "reference", budget_start_fraction: float = 0.0, budget_end_fraction: float = 0.75,
                  budget_every: int = 10):
         if threshold_weight_decay is not None and float(threshold_weight_decay) < 0:
             raise ValueError(f"threshold_weight_decay={threshold_weight_decay!r} is not allowed; "
