@@ -205,7 +205,7 @@ SEGMENT(seg_f16_f32, uint16_t, LD_F16, ST_F16, s32[i], 0, 0)
      leaves the memory idle part of the time.
    The tail of a range (fewer than 8 elements) uses masked loads/stores with the same arithmetic, so an element's
    result never depends on where a thread's range starts or ends (bit-identical for any thread count). */
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(HAM_TABLE_EXP) && defined(__AVX2__) && defined(__FMA__)
 #include <immintrin.h>
 #define HAM_AVX2_PATH 1
 static inline __m256 exp8_narrow(__m256 e) {
